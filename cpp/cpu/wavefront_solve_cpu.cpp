@@ -1,0 +1,305 @@
+// CPU kernel of invconv_core::inv_conv2d: solves T x = y (or T^T x = y) for a causal
+// convolution T by substitution in wavefront order.
+//
+// Canonical problem (see solve_plan.h): TL order, pixel (i, j) reads pixels (i', j') with
+// i' <= i, j' <= j. Pixel (i, j) needs the solved values of earlier pixels only, so
+//  * raster order (row by row) is a valid schedule for one image -- cache friendly, used when
+//    the batch alone keeps every thread busy (parallel over the batch);
+//  * all pixels of one anti-diagonal i + j = d are independent -- used to parallelise over
+//    pixels when the batch is smaller than the thread count (H + W - 1 dependent steps).
+// The current tap is folded in beforehand (solve_plan.h): y' = L^{-1} y is one GEMM over the
+// whole image, and per pixel the solver only evaluates x_p = y'_p - sum_t W'_t x_{p - t}.
+//
+// The solved image lives in a zero-padded channels-last scratch image (kh-1 rows on top,
+// kw-1 columns on the left) in the accumulation dtype, one per thread: the kh*kw taps of a
+// pixel then read, for each kernel row, one contiguous run of kw*C values, with no bounds
+// tests, from a buffer that stays in cache.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../solve_plan.h"
+
+namespace invconv_core {
+namespace {
+
+// Scratch slack for the vector lanes past the last channel (4 vectors of 32 bytes of float).
+constexpr int64_t kSumsPad = 32;
+
+struct Geometry {
+  int64_t C, H, W, kh, kw;
+  int64_t Hp, Wp;  // padded scratch size
+};
+
+// SIMD lanes through GCC/Clang vector extensions: one source, compiled to AVX2+FMA in the
+// x86-64-v3 clone and to SSE2 in the baseline clone below. `Lanes<T, 1>` is the plain scalar.
+template <typename T, int N>
+struct Lanes {
+  typedef T type __attribute__((vector_size(N * sizeof(T)), aligned(sizeof(T))));
+  static type load(const T* p) { return *reinterpret_cast<const type*>(p); }
+  static type splat(T v) { return type{} + v; }
+  static T lane(const type& x, int k) { return x[k]; }
+};
+template <typename T>
+struct Lanes<T, 1> {
+  typedef T type;
+  static type load(const T* p) { return *p; }
+  static type splat(T v) { return v; }
+  static T lane(const type& x, int) { return x; }
+};
+
+// sums[c0 .. c0 + NB*V) = sum over every tap but the current one of W_tap x_{p - tap}, for pixel
+// p = (i, j) of the canonical TL problem. Channels are vectorised V at a time (NB vectors);
+// the tap loop is unrolled U ways with separate accumulators so the FMAs do not wait on each
+// other. Lanes past C read weights of the next tap (the packed taps carry a padding tail) and
+// are discarded by the caller.
+template <typename acc_t, int V, int NB, int U>
+__attribute__((always_inline)) inline void tap_sums(const Geometry& g,
+                                                    const acc_t* __restrict taps,
+                                                    const acc_t* __restrict xp, int64_t i,
+                                                    int64_t j, int64_t c0,
+                                                    acc_t* __restrict sums) {
+  using L = Lanes<acc_t, V>;
+  using vec = typename L::type;
+  const int64_t C = g.C;
+  const int64_t row_len = g.kw * C;  // values one kernel row reads, contiguous in xp
+  vec acc[U][NB];
+  for (int u = 0; u < U; ++u)
+    for (int nb = 0; nb < NB; ++nb) acc[u][nb] = L::splat(0);
+  for (int64_t a = 0; a < g.kh; ++a) {
+    // Kernel row a reads padded row i + a, columns j .. j + kw - 1; the last kernel row stops
+    // before the current pixel.
+    const acc_t* __restrict src = xp + ((i + a) * g.Wp + j) * C;
+    const acc_t* __restrict wa = taps + a * row_len * C + c0;
+    const int64_t n = (a == g.kh - 1) ? row_len - C : row_len;
+    int64_t k = 0;
+    for (; k + U <= n; k += U) {
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) {
+        const vec s = L::splat(src[k + u]);
+        const acc_t* wk = wa + (k + u) * C;
+#pragma GCC unroll 8
+        for (int nb = 0; nb < NB; ++nb) acc[u][nb] += L::load(wk + nb * V) * s;
+      }
+    }
+    for (; k < n; ++k) {
+      const vec s = L::splat(src[k]);
+      const acc_t* wk = wa + k * C;
+#pragma GCC unroll 8
+      for (int nb = 0; nb < NB; ++nb) acc[0][nb] += L::load(wk + nb * V) * s;
+    }
+  }
+  for (int nb = 0; nb < NB; ++nb) {
+    vec t = acc[0][nb];
+    for (int u = 1; u < U; ++u) t += acc[u][nb];
+    for (int v = 0; v < V; ++v) sums[nb * V + v] = L::lane(t, v);
+  }
+}
+
+// Vector width (lanes) for C channels: a full 32-byte vector when C fills at least half of one.
+template <typename acc_t>
+constexpr int lanes_for(int64_t C) {
+  return C == 1 ? 1 : (C <= int64_t(16 / sizeof(acc_t)) ? int(16 / sizeof(acc_t))
+                                                         : int(32 / sizeof(acc_t)));
+}
+
+template <typename acc_t, int V>
+__attribute__((always_inline)) inline void all_tap_sums(const Geometry& g, const acc_t* taps,
+                                                        const acc_t* xp, int64_t i, int64_t j,
+                                                        acc_t* sums) {
+  for (int64_t c0 = 0; c0 < g.C;) {
+    const int64_t blocks = (g.C - c0 + V - 1) / V;
+    if (blocks >= 4) {
+      tap_sums<acc_t, V, 4, 2>(g, taps, xp, i, j, c0, sums + c0);
+      c0 += 4 * V;
+    } else if (blocks == 3) {
+      tap_sums<acc_t, V, 3, 2>(g, taps, xp, i, j, c0, sums + c0);
+      c0 += 3 * V;
+    } else if (blocks == 2) {
+      tap_sums<acc_t, V, 2, 4>(g, taps, xp, i, j, c0, sums + c0);
+      c0 += 2 * V;
+    } else {
+      tap_sums<acc_t, V, 1, 4>(g, taps, xp, i, j, c0, sums + c0);
+      c0 += V;
+    }
+  }
+}
+
+// Solves pixels (i, j0) .. (i, j1-1) of one image, left to right: x = y' - tap sums. Pixel j's
+// right-hand side y'_p is rhs[j * rhs_step .. + C) (rhs_step = -C when columns are flipped);
+// `sums` is scratch of C + kSumsPad values. The solution goes to the padded image `xp`.
+template <typename acc_t, int V>
+__attribute__((always_inline)) inline void solve_span_v(const Geometry& g,
+                                                        const acc_t* __restrict taps,
+                                                        acc_t* __restrict xp,
+                                                        const acc_t* __restrict rhs,
+                                                        int64_t rhs_step,
+                                                        acc_t* __restrict sums, int64_t i,
+                                                        int64_t j0, int64_t j1) {
+  const int64_t C = g.C;
+  for (int64_t j = j0; j < j1; ++j) {
+    all_tap_sums<acc_t, V>(g, taps, xp, i, j, sums);
+    const acc_t* __restrict b = rhs + j * rhs_step;
+    acc_t* __restrict dst = xp + ((i + g.kh - 1) * g.Wp + (j + g.kw - 1)) * C;
+    for (int64_t c = 0; c < C; ++c) dst[c] = b[c] - sums[c];
+  }
+}
+
+template <typename acc_t>
+__attribute__((always_inline)) inline void solve_span(const Geometry& g, const acc_t* taps,
+                                                      acc_t* xp, const acc_t* rhs,
+                                                      int64_t rhs_step, acc_t* sums, int64_t i,
+                                                      int64_t j0, int64_t j1) {
+  constexpr int wide = 32 / sizeof(acc_t), narrow = 16 / sizeof(acc_t);
+  const int v = lanes_for<acc_t>(g.C);
+  if (v == wide)
+    solve_span_v<acc_t, wide>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+  else if (v == narrow)
+    solve_span_v<acc_t, narrow>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+  else
+    solve_span_v<acc_t, 1>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+}
+
+// The two instantiations are compiled twice where the toolchain allows: for x86-64-v3
+// (AVX2 + FMA) and for the baseline ISA, picked at load time, so one wheel is fast on current
+// CPUs and still runs on old ones.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define INVCONV_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define INVCONV_MULTIVERSION
+#endif
+
+INVCONV_MULTIVERSION
+void solve_span_f32(const Geometry& g, const float* taps, float* xp, const float* rhs,
+                    int64_t rhs_step, float* sums, int64_t i, int64_t j0, int64_t j1) {
+  solve_span<float>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+}
+
+INVCONV_MULTIVERSION
+void solve_span_f64(const Geometry& g, const double* taps, double* xp, const double* rhs,
+                    int64_t rhs_step, double* sums, int64_t i, int64_t j0, int64_t j1) {
+  solve_span<double>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+}
+
+inline void solve_span_any(const Geometry& g, const float* t, float* xp, const float* r,
+                           int64_t rs, float* s, int64_t i, int64_t j0, int64_t j1) {
+  solve_span_f32(g, t, xp, r, rs, s, i, j0, j1);
+}
+inline void solve_span_any(const Geometry& g, const double* t, double* xp, const double* r,
+                           int64_t rs, double* s, int64_t i, int64_t j0, int64_t j1) {
+  solve_span_f64(g, t, xp, r, rs, s, i, j0, j1);
+}
+
+// A 4-D NCHW tensor seen through the plan's flips: element (b, c, i, j) of the canonical
+// problem is ptr[b*sb + c*sc + i*sh + j*sw]. Flips become a moved base and a negated stride.
+template <typename T>
+struct FlippedView {
+  T* ptr;
+  int64_t sb, sc, sh, sw;
+  FlippedView(const at::Tensor& t, const SolvePlan& p) {
+    ptr = static_cast<T*>(t.data_ptr());
+    sb = t.stride(0);
+    sc = t.stride(1);
+    sh = t.stride(2);
+    sw = t.stride(3);
+    if (p.reverse_channels) { ptr += (t.size(1) - 1) * sc; sc = -sc; }
+    if (p.flip_rows) { ptr += (t.size(2) - 1) * sh; sh = -sh; }
+    if (p.flip_cols) { ptr += (t.size(3) - 1) * sw; sw = -sw; }
+  }
+  T& at(int64_t b, int64_t c, int64_t i, int64_t j) const {
+    return ptr[b * sb + c * sc + i * sh + j * sw];
+  }
+};
+
+template <typename scalar_t>
+void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
+  Geometry g{C, H, W, plan.kh, plan.kw, H + plan.kh - 1, W + plan.kw - 1};
+  // y' = M y for every pixel: one batched GEMM, NCHW in the input's own orientation.
+  const at::Tensor rhs_all =
+      at::matmul(plan.rhs_transform, y.to(plan.taps.dtype()).reshape({B, C, H * W})).contiguous();
+  const acc_t* rhs_base = rhs_all.data_ptr<acc_t>();
+  // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight.
+  const at::Tensor taps_padded = at::cat({plan.taps.flatten(), plan.taps.new_zeros({kSumsPad})});
+  const acc_t* taps = taps_padded.data_ptr<acc_t>();
+  const FlippedView<scalar_t> res(out, plan);
+  const int64_t image = g.Hp * g.Wp * C;
+  auto nat_row = [&](int64_t i) { return plan.flip_rows ? H - 1 - i : i; };
+  auto nat_col = [&](int64_t j) { return plan.flip_cols ? W - 1 - j : j; };
+  // Gathers y' of canonical pixels (i, j0 .. j1-1) of image b into stage[(j-j0)*C + c].
+  auto stage_rhs = [&](acc_t* stage, int64_t b, int64_t i, int64_t j0, int64_t j1) {
+    const acc_t* src = rhs_base + (b * C * H + nat_row(i)) * W;
+    for (int64_t c = 0; c < C; ++c, src += H * W)
+      for (int64_t j = j0; j < j1; ++j) stage[(j - j0) * C + c] = src[nat_col(j)];
+  };
+  // Writes canonical row i of the solved padded image to the output (channel-major order, so
+  // the NCHW writes run along rows).
+  auto store_row = [&](int64_t b, const acc_t* xp, int64_t i) {
+    const acc_t* src = xp + ((i + g.kh - 1) * g.Wp + (g.kw - 1)) * C;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t j = 0; j < W; ++j) res.at(b, c, i, j) = static_cast<scalar_t>(src[j * C + c]);
+  };
+
+  if (B >= at::get_num_threads() || H * W == 1) {
+    // Enough images for every thread: each thread solves whole images in raster order in one
+    // cache-resident scratch image whose zero padding is reused from image to image.
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> xp(image, acc_t(0)), stage(W * C), sums(C + kSumsPad);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t i = 0; i < H; ++i) {
+          stage_rhs(stage.data(), b, i, 0, W);
+          solve_span_any(g, taps, xp.data(), stage.data(), C, sums.data(), i, 0, W);
+          store_row(b, xp.data(), i);
+        }
+      }
+    });
+    return;
+  }
+  // Few images: the H + W - 1 anti-diagonals in sequence, the pixels of each in parallel.
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C * C * g.kh * g.kw));
+  std::vector<acc_t> xp(image, acc_t(0));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t d = 0; d < H + W - 1; ++d) {
+      const int64_t i_lo = std::max<int64_t>(0, d - (W - 1));
+      const int64_t i_hi = std::min<int64_t>(H - 1, d);
+      at::parallel_for(i_lo, i_hi + 1, grain, [&](int64_t lo, int64_t hi) {
+        std::vector<acc_t> stage(C), sums(C + kSumsPad);
+        for (int64_t i = lo; i < hi; ++i) {
+          const int64_t j = d - i;
+          stage_rhs(stage.data(), b, i, j, j + 1);
+          solve_span_any(g, taps, xp.data(), stage.data(), C, sums.data(), i, j, j + 1);
+        }
+      });
+    }
+    at::parallel_for(0, H, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) store_row(b, xp.data(), i);
+    });
+  }
+}
+
+at::Tensor inv_conv2d_cpu(const at::Tensor& y, const at::Tensor& weight, c10::string_view order,
+                          bool transpose) {
+  check_operands(y, weight, "y");
+  TORCH_CHECK_VALUE(y.device().is_cpu(), "invconv_core: the CPU kernel got y on ", y.device());
+  const Order o = parse_order(std::string(order));
+  at::Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  const at::ScalarType acc = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const SolvePlan plan = make_plan(weight, o, transpose, y.size(2), y.size(3), acc);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_cpu",
+                                  [&] { solve_cpu<scalar_t>(y, plan, out); });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(invconv_core, CPU, m) { m.impl("inv_conv2d", &inv_conv2d_cpu); }
+
+}  // namespace invconv_core

@@ -1,0 +1,53 @@
+r"""invconv_core: exact, fast inverse of invertible causal convolutions, with exact backprop.
+
+    y = causal_conv2d(x, w, order)      # masked k×k convolution padded in one corner
+    x = inv_conv2d(y, w, order)         # its exact inverse: a wavefront solve, H+W-1 steps
+    logabsdet(w, H, W, order)           # log|det| of causal_conv2d for one image
+
+See DESIGN notes in the README for the math, ``backend_info()`` for what runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _loader
+from ._version import __version__
+from .ops import (
+    causal_conv2d,
+    check_invertible,
+    inv_conv2d,
+    inv_conv2d_transpose,
+    inverse_residual,
+    logabsdet,
+)
+
+__all__ = [
+    "__version__",
+    "backend_info",
+    "causal_conv2d",
+    "check_invertible",
+    "inv_conv2d",
+    "inv_conv2d_transpose",
+    "inverse_residual",
+    "logabsdet",
+]
+
+
+def backend_info() -> dict:
+    """What serves the operators.
+
+    Keys: ``compiled`` (the C++ core is loaded), ``cuda`` (CUDA kernels are compiled in),
+    ``version`` (of invconv_core), ``torch`` (running torch), ``load_error`` (why the compiled
+    core is missing, else None), and the compiled core's build facts when it is loaded.
+    """
+    info = {
+        "compiled": _loader.COMPILED,
+        "cuda": bool(_loader.BUILD_INFO.get("cuda", False)),
+        "version": __version__,
+        "torch": torch.__version__,
+        "load_error": _loader.LOAD_ERROR,
+    }
+    for k, v in _loader.BUILD_INFO.items():
+        info.setdefault(k, v)
+    return info

@@ -1,0 +1,169 @@
+r"""Public operators: the causal convolution, its exact inverse, and their log-determinant.
+
+Notation (DESIGN.md): ``T = T(w, o)`` is the (C·H·W)×(C·H·W) matrix of
+``causal_conv2d(·, w, o)``; it is block-triangular with the lower-triangular C×C current-pixel
+tap on its diagonal, so it is invertible iff every ``w[c, c, current]`` is non-zero and
+``log|det T| = H·W·Σ_c log|w[c, c, current]|``.
+
+Backward of ``x = inv_conv2d(y, w)`` for an upstream gradient ``gx = ∂L/∂x``::
+
+    gy = T^{-T} gx                                      one more wavefront solve (the adjoint)
+    gw = -∂/∂w <gy, causal_conv2d(x, w)>                one weight-gradient correlation, masked
+
+The adjoint solve is the same solver run on the opposite corner with the kernel flipped and
+its channel axes swapped and reversed: ``T(w,o)^T = P T(v, opposite(o)) P`` (cpp/solve_plan.h).
+This is the paper's Theorems 1 and 2 (paper/supplementary.md) in another form: Theorem 1's
+impulse responses ∂x_q/∂y_p are the columns of T^{-1}, and ``gy = T^{-T} gx`` sums them
+against gx in one solve instead of forming them; Theorem 2's recursion
+``∂x_q/∂W_a = -x_{q-a} - Σ W ∂x/∂W_a`` is ``∂x/∂W_a = -T^{-1} (∂T/∂W_a) x``, whose contraction
+with gx is ``-gyᵀ (∂T/∂W_a) x`` -- the correlation above, with no O(B·C·k²·H·W) buffer.
+
+The transposed solve differentiates the same way (for ``x = T^{-T} y``: ``gy = T^{-1} gx`` and
+``gw = -∂/∂w <x, causal_conv2d(gy, w)>``), so the backward is built from registered
+differentiable ops and second derivatives (``gradgradcheck``, Hessian-vector products) work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
+from ._geometry import check_operands, check_order, current_tap, pad_amounts, tap_mask
+
+__all__ = ["causal_conv2d", "inv_conv2d", "inv_conv2d_transpose", "logabsdet",
+           "check_invertible", "inverse_residual"]
+
+_ops = torch.ops.invconv_core
+
+
+def causal_conv2d(x: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
+    r"""Masked causal convolution ``y = T(weight, order) x``.
+
+    ``conv2d(pad(x, PAD[order]), mask(weight, order))``: with ``"TL"`` output pixel (i, j) reads
+    input pixels (i', j') with i' <= i, j' <= j; the other orders put the padding in the other
+    corners. Entries of the current-pixel tap above the channel diagonal are ignored.
+
+    Args:
+        x: (N, C, H, W), floating dtype.
+        weight: (C, C, kh, kw), any kh, kw >= 1; same dtype and device as x.
+        order: "TL", "TR", "BL" or "BR".
+    Returns:
+        y: (N, C, H, W), same dtype and device as x.
+    """
+    return _ops.causal_conv2d(x, weight, check_order(order))
+
+
+def inv_conv2d(y: torch.Tensor, weight: torch.Tensor, order: str = "TL", *,
+               check: bool = False) -> torch.Tensor:
+    r"""Exact inverse of :func:`causal_conv2d`: the x with ``causal_conv2d(x, weight, order) == y``.
+
+    A wavefront solve: H + W - 1 dependent steps, O(N·H·W·C²·kh·kw) work (that of one
+    convolution). Differentiable in ``y`` and ``weight`` to any order.
+
+    The matrix is singular when a diagonal entry ``weight[c, c, current]`` of the current-pixel
+    tap is zero; the solve then returns inf/NaN. ``check=True`` raises a ``ValueError``
+    instead (one small reduction, and on a GPU one host synchronisation).
+
+    Args:
+        y: (N, C, H, W), float16, bfloat16, float32 or float64 (half types accumulate in float32).
+        weight: (C, C, kh, kw), same dtype and device as y.
+        order: "TL", "TR", "BL" or "BR" -- must match the convolution being inverted.
+    Returns:
+        x: (N, C, H, W), contiguous, dtype and device of y.
+    """
+    check_order(order)
+    if check:
+        check_invertible(weight, order)
+    return _ops.inv_conv2d(y, weight, order, False)
+
+
+def inv_conv2d_transpose(g: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
+    r"""``T(weight, order)^{-T} g``: the adjoint solve (∂L/∂y of :func:`inv_conv2d`). Shapes as
+    in :func:`inv_conv2d`."""
+    return _ops.inv_conv2d(g, weight, check_order(order), True)
+
+
+def check_invertible(weight: torch.Tensor, order: str = "TL") -> None:
+    """Raise ``ValueError`` if ``T(weight, order)`` is singular (a zero or non-finite diagonal
+    entry of the current-pixel tap)."""
+    check_order(order)
+    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
+        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+    a, b = current_tap(order, weight.shape[2], weight.shape[3])
+    diag = weight.detach()[:, :, a, b].diagonal()
+    bad = (diag == 0) | ~torch.isfinite(diag)
+    if bool(bad.any()):
+        channels = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"invconv_core: weight[c, c, {a}, {b}] (the current-pixel tap of order {order!r}) is "
+            f"zero or not finite for channels {channels}: the convolution is not invertible")
+
+
+def logabsdet(weight: torch.Tensor, height: int, width: int, order: str = "TL") -> torch.Tensor:
+    r"""``log|det T(weight, order)|`` for one H×W image: ``H·W·Σ_c log|weight[c, c, current]|``.
+
+    A 0-d tensor, differentiable in ``weight``. The log-det of :func:`inv_conv2d` is its
+    negative.
+    """
+    check_order(order)
+    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
+        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"invconv_core: {name} must be an int >= 1, got {v!r}")
+    a, b = current_tap(order, weight.shape[2], weight.shape[3])
+    return weight[:, :, a, b].diagonal().abs().log().sum() * (height * width)
+
+
+@torch.no_grad()
+def inverse_residual(y: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
+    """``‖causal_conv2d(inv_conv2d(y)) - y‖ / ‖y‖``, per batch element: a cheap health check of
+    the inverse for a trained weight (large values mean an ill-conditioned kernel)."""
+    x = inv_conv2d(y, weight, order)
+    r = causal_conv2d(x, weight, order) - y
+    return r.flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1).clamp_min(torch.finfo(y.dtype).tiny)
+
+
+# ----------------------------------------------------------------------------- autograd
+
+def _weight_grad(inp: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, order: str):
+    """``∂/∂weight <grad_out, causal_conv2d(inp, weight, order)>``: a conv2d weight gradient
+    (oneDNN/cuDNN), masked like the weight. Differentiable in ``inp`` and ``grad_out``."""
+    kh, kw = weight.shape[2], weight.shape[3]
+    padded = F.pad(inp, pad_amounts(order, kh, kw))
+    gw = torch.ops.aten.convolution_backward(
+        grad_out, padded, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+        [False, True, False])[1]
+    return gw * tap_mask(weight, order)
+
+
+def _setup_context(ctx, inputs, output):
+    y, weight, order, transpose = inputs
+    ctx.order = order
+    ctx.transpose = transpose
+    ctx.save_for_backward(weight, output if ctx.needs_input_grad[1] else None)
+
+
+def _backward(ctx, grad):
+    weight, out = ctx.saved_tensors
+    need_y, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need_y or need_w):
+        return None, None, None, None
+    # the derivative of a T^{-1} solve is a T^{-T} solve and vice versa
+    g_in = _ops.inv_conv2d(grad.contiguous(), weight, ctx.order, not ctx.transpose)
+    g_w = None
+    if need_w:
+        inp, gout = (g_in, out) if ctx.transpose else (out, g_in)
+        g_w = -_weight_grad(inp, gout, weight, ctx.order)
+    return (g_in if need_y else None), g_w, None, None
+
+
+def _fake_inv_conv2d(y, weight, order="TL", transpose=False):
+    check_operands(y, weight, "y")
+    check_order(order)
+    return torch.empty(y.shape, dtype=y.dtype, device=y.device)
+
+
+torch.library.register_fake("invconv_core::inv_conv2d", _fake_inv_conv2d)
+torch.library.register_autograd("invconv_core::inv_conv2d", _backward, setup_context=_setup_context)
