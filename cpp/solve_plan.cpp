@@ -62,7 +62,7 @@ SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64
                     int64_t width, at::ScalarType acc_dtype) {
   SolvePlan plan;
   plan.C = weight.size(0);
-  at::Tensor w = weight;
+  at::Tensor w = weight.contiguous();  // layout-independent arithmetic below
   if (transpose) {
     // v[c, c', a, b] = w[C-1-c', C-1-c, kh-1-a, kw-1-b]
     w = w.flip({0, 1, 2, 3}).transpose(0, 1);

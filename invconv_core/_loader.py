@@ -1,5 +1,7 @@
 """Loads the compiled core, or registers the pure-PyTorch implementation in its place.
 
+``INVCONV_DISABLE_COMPILED=1`` forces the pure-PyTorch path (to compare or debug).
+
 Either way the operators ``torch.ops.invconv_core.causal_conv2d`` and
 ``torch.ops.invconv_core.inv_conv2d`` exist after import with the same schemas, so autograd,
 fake tensors and the public wrappers (ops.py) do not care which implementation runs.
@@ -7,6 +9,7 @@ fake tensors and the public wrappers (ops.py) do not care which implementation r
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -43,11 +46,13 @@ def _register_fallback() -> None:
 
 
 try:
+    if os.environ.get("INVCONV_DISABLE_COMPILED", "0") == "1":
+        raise ImportError("disabled by INVCONV_DISABLE_COMPILED=1")
     from . import _C  # noqa: F401  (registers the ops as a side effect)
 
     COMPILED = True
     BUILD_INFO = dict(_C.build_info())
-except ImportError as err:  # not built, or built against another torch
+except ImportError as err:  # not built, built against another torch, or disabled
     LOAD_ERROR = f"{type(err).__name__}: {err}"
     warnings.warn(
         "invconv_core: the compiled core could not be loaded "

@@ -132,20 +132,19 @@ __attribute__((always_inline)) inline void all_tap_sums(const Geometry& g, const
 }
 
 // Solves pixels (i, j0) .. (i, j1-1) of one image, left to right: x = y' - tap sums. Pixel j's
-// right-hand side y'_p is rhs[j * rhs_step .. + C) (rhs_step = -C when columns are flipped);
-// `sums` is scratch of C + kSumsPad values. The solution goes to the padded image `xp`.
+// right-hand side y'_p is rhs[(j - j0) * C .. + C); `sums` is scratch of C + kSumsPad values.
+// The solution goes to the padded image `xp`.
 template <typename acc_t, int V>
 __attribute__((always_inline)) inline void solve_span_v(const Geometry& g,
                                                         const acc_t* __restrict taps,
                                                         acc_t* __restrict xp,
                                                         const acc_t* __restrict rhs,
-                                                        int64_t rhs_step,
                                                         acc_t* __restrict sums, int64_t i,
                                                         int64_t j0, int64_t j1) {
   const int64_t C = g.C;
   for (int64_t j = j0; j < j1; ++j) {
     all_tap_sums<acc_t, V>(g, taps, xp, i, j, sums);
-    const acc_t* __restrict b = rhs + j * rhs_step;
+    const acc_t* __restrict b = rhs + (j - j0) * C;
     acc_t* __restrict dst = xp + ((i + g.kh - 1) * g.Wp + (j + g.kw - 1)) * C;
     for (int64_t c = 0; c < C; ++c) dst[c] = b[c] - sums[c];
   }
@@ -153,17 +152,16 @@ __attribute__((always_inline)) inline void solve_span_v(const Geometry& g,
 
 template <typename acc_t>
 __attribute__((always_inline)) inline void solve_span(const Geometry& g, const acc_t* taps,
-                                                      acc_t* xp, const acc_t* rhs,
-                                                      int64_t rhs_step, acc_t* sums, int64_t i,
-                                                      int64_t j0, int64_t j1) {
+                                                      acc_t* xp, const acc_t* rhs, acc_t* sums,
+                                                      int64_t i, int64_t j0, int64_t j1) {
   constexpr int wide = 32 / sizeof(acc_t), narrow = 16 / sizeof(acc_t);
   const int v = lanes_for<acc_t>(g.C);
   if (v == wide)
-    solve_span_v<acc_t, wide>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+    solve_span_v<acc_t, wide>(g, taps, xp, rhs, sums, i, j0, j1);
   else if (v == narrow)
-    solve_span_v<acc_t, narrow>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+    solve_span_v<acc_t, narrow>(g, taps, xp, rhs, sums, i, j0, j1);
   else
-    solve_span_v<acc_t, 1>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+    solve_span_v<acc_t, 1>(g, taps, xp, rhs, sums, i, j0, j1);
 }
 
 // The two instantiations are compiled twice where the toolchain allows: for x86-64-v3
@@ -177,23 +175,23 @@ __attribute__((always_inline)) inline void solve_span(const Geometry& g, const a
 
 INVCONV_MULTIVERSION
 void solve_span_f32(const Geometry& g, const float* taps, float* xp, const float* rhs,
-                    int64_t rhs_step, float* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<float>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+                    float* sums, int64_t i, int64_t j0, int64_t j1) {
+  solve_span<float>(g, taps, xp, rhs, sums, i, j0, j1);
 }
 
 INVCONV_MULTIVERSION
 void solve_span_f64(const Geometry& g, const double* taps, double* xp, const double* rhs,
-                    int64_t rhs_step, double* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<double>(g, taps, xp, rhs, rhs_step, sums, i, j0, j1);
+                    double* sums, int64_t i, int64_t j0, int64_t j1) {
+  solve_span<double>(g, taps, xp, rhs, sums, i, j0, j1);
 }
 
 inline void solve_span_any(const Geometry& g, const float* t, float* xp, const float* r,
-                           int64_t rs, float* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f32(g, t, xp, r, rs, s, i, j0, j1);
+                           float* s, int64_t i, int64_t j0, int64_t j1) {
+  solve_span_f32(g, t, xp, r, s, i, j0, j1);
 }
 inline void solve_span_any(const Geometry& g, const double* t, double* xp, const double* r,
-                           int64_t rs, double* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f64(g, t, xp, r, rs, s, i, j0, j1);
+                           double* s, int64_t i, int64_t j0, int64_t j1) {
+  solve_span_f64(g, t, xp, r, s, i, j0, j1);
 }
 
 // A 4-D NCHW tensor seen through the plan's flips: element (b, c, i, j) of the canonical
@@ -222,9 +220,12 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
   Geometry g{C, H, W, plan.kh, plan.kw, H + plan.kh - 1, W + plan.kw - 1};
-  // y' = M y for every pixel: one batched GEMM, NCHW in the input's own orientation.
+  // y' = M y for every pixel: one batched GEMM, NCHW in the input's own orientation. The
+  // operand is made contiguous first so every memory layout gives bit-identical results.
   const at::Tensor rhs_all =
-      at::matmul(plan.rhs_transform, y.to(plan.taps.dtype()).reshape({B, C, H * W})).contiguous();
+      at::matmul(plan.rhs_transform,
+                 y.to(plan.taps.dtype()).contiguous().reshape({B, C, H * W}))
+          .contiguous();
   const acc_t* rhs_base = rhs_all.data_ptr<acc_t>();
   // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight.
   const at::Tensor taps_padded = at::cat({plan.taps.flatten(), plan.taps.new_zeros({kSumsPad})});
@@ -255,7 +256,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t i = 0; i < H; ++i) {
           stage_rhs(stage.data(), b, i, 0, W);
-          solve_span_any(g, taps, xp.data(), stage.data(), C, sums.data(), i, 0, W);
+          solve_span_any(g, taps, xp.data(), stage.data(), sums.data(), i, 0, W);
           store_row(b, xp.data(), i);
         }
       }
@@ -274,7 +275,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
         for (int64_t i = lo; i < hi; ++i) {
           const int64_t j = d - i;
           stage_rhs(stage.data(), b, i, j, j + 1);
-          solve_span_any(g, taps, xp.data(), stage.data(), C, sums.data(), i, j, j + 1);
+          solve_span_any(g, taps, xp.data(), stage.data(), sums.data(), i, j, j + 1);
         }
       });
     }

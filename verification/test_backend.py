@@ -1,0 +1,59 @@
+"""Which implementation serves the ops: the compiled core must be the one in use (so a broken
+build cannot pass as the fallback), and the fallback must work, warn once, and agree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import torch
+from cases import solve_tolerance, to_np
+from dense_oracle import DenseProblem
+
+import invconv_core as ic
+
+
+def test_compiled_core_is_in_use():
+    info = ic.backend_info()
+    assert info["compiled"] is True, f"compiled core not loaded: {info['load_error']}"
+    assert info["load_error"] is None
+    assert info["version"] == ic.__version__
+    assert isinstance(info["cuda"], bool)
+
+
+def test_fallback_warns_once_and_agrees_with_compiled():
+    script = textwrap.dedent("""
+        import warnings, torch
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import invconv_core as ic
+        msgs = [str(w.message) for w in caught if "compiled core could not be loaded" in str(w.message)]
+        assert len(msgs) == 1, msgs
+        assert "INVCONV_DISABLE_COMPILED" in msgs[0]
+        info = ic.backend_info()
+        assert info["compiled"] is False and info["cuda"] is False
+        torch.manual_seed(0)
+        w = torch.randn(3, 3, 3, 3, dtype=torch.float64) * 0.1
+        w[:, :, 0, 2] += torch.eye(3, dtype=torch.float64)
+        y = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+        x = ic.inv_conv2d(y, w, "BL")
+        torch.save({"x": x.detach(), "gy": torch.autograd.grad(x.sum(), y)[0]}, "out.pt")
+    """)
+    env = dict(os.environ, INVCONV_DISABLE_COMPILED="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=tmp)
+        res = torch.load(os.path.join(tmp, "out.pt"))
+    torch.manual_seed(0)
+    w = torch.randn(3, 3, 3, 3, dtype=torch.float64) * 0.1
+    w[:, :, 0, 2] += torch.eye(3, dtype=torch.float64)
+    y = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    x = ic.inv_conv2d(y, w, "BL")
+    gy = torch.autograd.grad(x.sum(), y)[0]
+    # two float64 solves of the same well-conditioned system, each within the solve bound
+    tol = 2 * solve_tolerance(DenseProblem(to_np(w), 5, 6, "BL").cond(), 27, torch.float64)
+    for key, ours in (("x", x), ("gy", gy)):
+        err = (res[key] - ours.detach()).norm() / ours.detach().norm()
+        assert err <= tol, (key, err.item(), tol)

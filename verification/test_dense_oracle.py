@@ -1,0 +1,145 @@
+"""Property tests: forward, input gradient, weight gradient, log-det and round trips of the
+operators against dense float64 SciPy triangular solves (dense_oracle.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from cases import DEVICES, ORDERS, UNIT_ROUNDOFF, make_weight, rel_err, solve_tolerance, to_np
+from dense_oracle import DenseProblem
+from hypothesis import given
+from hypothesis import strategies as st
+
+import invconv_core as ic
+
+
+@dataclass
+class Case:
+    B: int
+    C: int
+    H: int
+    W: int
+    kh: int
+    kw: int
+    order: str
+    seed: int
+
+    def arrays(self):
+        rng = np.random.default_rng(self.seed)
+        w = make_weight(rng, self.C, self.kh, self.kw, self.order)
+        y = rng.standard_normal((self.B, self.C, self.H, self.W))
+        g = rng.standard_normal((self.B, self.C, self.H, self.W))
+        return w, y, g
+
+    @property
+    def terms(self) -> int:  # products summed per unknown
+        return self.C * self.kh * self.kw
+
+
+@st.composite
+def cases(draw, max_c=4, max_hw=6, max_k=7, min_b=0):
+    return Case(B=draw(st.integers(min_b, 3)), C=draw(st.integers(1, max_c)),
+                H=draw(st.integers(1, max_hw)), W=draw(st.integers(1, max_hw)),
+                kh=draw(st.integers(1, max_k)), kw=draw(st.integers(1, max_k)),
+                order=draw(st.sampled_from(ORDERS)), seed=draw(st.integers(0, 2**32 - 1)))
+
+
+def tensors(case: Case, dtype, device):
+    w, y, g = case.arrays()
+    as_t = lambda a: torch.tensor(a, dtype=dtype, device=device)  # noqa: E731
+    return as_t(w), as_t(y), as_t(g)
+
+
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=cases())
+def test_forward_matches_dense_solve(case, dtype, device):
+    w, y, _ = tensors(case, dtype, device)
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    assert dense.is_lower_in_wavefront_order()  # the oracle's own premise (DESIGN.md 1)
+    expected = dense.solve(to_np(y))
+    x = ic.inv_conv2d(y, w, case.order)
+    assert x.shape == y.shape and x.dtype == dtype and x.device == y.device
+    assert rel_err(to_np(x), expected) <= solve_tolerance(dense.cond(), case.terms, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=cases())
+def test_transpose_solve_matches_dense(case, dtype, device):
+    w, _, g = tensors(case, dtype, device)
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    expected = dense.solve_transpose(to_np(g))
+    got = ic.inv_conv2d_transpose(g, w, case.order)
+    assert rel_err(to_np(got), expected) <= solve_tolerance(dense.cond(), case.terms, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=cases())
+def test_gradients_match_dense(case, dtype, device):
+    """∂L/∂y = T^{-T} gx and ∂L/∂w = -gyᵀ (∂T/∂w) x for L = <gx, inv_conv2d(y, w)>."""
+    w, y, gx = tensors(case, dtype, device)
+    w.requires_grad_(True)
+    y.requires_grad_(True)
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    x_ref = dense.solve(to_np(y))
+    gy_ref = dense.solve_transpose(to_np(gx))
+    gw_ref = dense.weight_grad(gy_ref, x_ref)
+
+    x = ic.inv_conv2d(y, w, case.order)
+    (x * gx).sum().backward()
+    tol = solve_tolerance(dense.cond(), case.terms, dtype)
+    assert rel_err(to_np(y.grad), gy_ref) <= tol
+    # each weight-gradient entry is a sum of gy·x products over the N·H·W pixels: its error is
+    # at most (err(gy) + err(x) + rounding of the sum) · ‖gy‖‖x‖ (Cauchy-Schwarz)
+    n_sum = max(case.B * case.H * case.W, 1)
+    bound = (2 * tol + 4 * n_sum * UNIT_ROUNDOFF[dtype]) * np.linalg.norm(gy_ref) * np.linalg.norm(x_ref)
+    assert w.grad.shape == w.shape
+    assert np.abs(to_np(w.grad) - gw_ref).max(initial=0.0) <= bound + 1e-300
+    # the entries the mask removes get exactly zero gradient
+    a, b = ic.ops.current_tap(case.order, case.kh, case.kw)
+    assert torch.all(torch.triu(w.grad[:, :, a, b], 1) == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=cases())
+def test_causal_conv_matches_dense(case, dtype, device):
+    w, x, _ = tensors(case, dtype, device)
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    y = ic.causal_conv2d(x, w, case.order)
+    expected = dense.apply(to_np(x))
+    assert y.shape == x.shape and y.dtype == dtype
+    scale = np.abs(dense.T).sum(axis=1).max() * np.abs(to_np(x)).max(initial=0.0)
+    assert np.abs(to_np(y) - expected).max(initial=0.0) <= 4 * case.terms * UNIT_ROUNDOFF[dtype] * scale + 1e-300
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=cases(min_b=1))
+def test_round_trips(case, dtype, device):
+    w, y, x = tensors(case, dtype, device)
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    tol = solve_tolerance(dense.cond(), case.terms, dtype)
+    back = ic.causal_conv2d(ic.inv_conv2d(y, w, case.order), w, case.order)
+    # ‖T x̂ - y‖ ≤ ‖T‖‖x̂ - x‖ ≤ ‖T‖‖T^{-1}‖ tol ‖y‖: the residual is bounded by cond · tol
+    assert rel_err(to_np(back), to_np(y)) <= dense.cond() * tol
+    again = ic.inv_conv2d(ic.causal_conv2d(x, w, case.order), w, case.order)
+    assert rel_err(to_np(again), to_np(x)) <= 2 * tol
+
+
+@given(case=cases(max_c=3, max_hw=5, max_k=4))
+def test_logabsdet_matches_slogdet(case):
+    w, _, _ = tensors(case, torch.float64, "cpu")
+    dense = DenseProblem(to_np(w), case.H, case.W, case.order)
+    got = ic.logabsdet(w, case.H, case.W, case.order)
+    assert got.dim() == 0
+    n = case.C * case.H * case.W
+    assert abs(got.item() - dense.logabsdet()) <= 1e-9 * max(1.0, abs(dense.logabsdet())) + n * 1e-12

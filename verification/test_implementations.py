@@ -1,0 +1,136 @@
+"""The compiled core against the independent pure-PyTorch wavefront (and the dense oracle where
+the case is small), over the code paths of the compiled kernel: vector widths and channel
+blocks (C from 1 to 48), both parallel schedules, every order, kernels larger than the image,
+half types, memory layouts, empty batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cases import DEVICES, ORDERS, make_weight, rel_err, solve_tolerance, to_np
+from dense_oracle import DenseProblem
+
+import invconv_core as ic
+from invconv_core.wavefront import wavefront_solve
+
+
+def weight_and_input(C, kh, kw, order, shape, dtype=torch.float64, device="cpu", seed=0):
+    rng = np.random.default_rng(seed)
+    w = torch.tensor(make_weight(rng, C, kh, kw, order), dtype=dtype, device=device)
+    y = torch.tensor(rng.standard_normal(shape), dtype=dtype, device=device)
+    return w, y
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("C", [1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 24, 25, 33, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_channel_blocks_match_dense(C, dtype, transpose, device):
+    """Each channel count takes another mix of vector width, block count and tail lanes."""
+    order = ORDERS[C % 4]
+    w, y = weight_and_input(C, 3, 2, order, (2, C, 4, 5), dtype, device, seed=C)
+    dense = DenseProblem(to_np(w), 4, 5, order)
+    got = ic.inv_conv2d_transpose(y, w, order) if transpose else ic.inv_conv2d(y, w, order)
+    expected = dense.solve_transpose(to_np(y)) if transpose else dense.solve(to_np(y))
+    assert rel_err(to_np(got), expected) <= solve_tolerance(dense.cond(), C * 6, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+@pytest.mark.parametrize("order", ORDERS)
+def test_both_schedules_agree_with_wavefront(threads, batch, order):
+    """batch >= threads: whole images in raster order; batch < threads: pixels of each
+    anti-diagonal in parallel. Both must equal the pure-PyTorch wavefront."""
+    w, y = weight_and_input(6, 3, 4, order, (batch, 6, 9, 11), seed=batch)
+    # two float64 solves, each within the forward-error bound of the exact solution
+    tol = 2 * solve_tolerance(DenseProblem(to_np(w), 9, 11, order).cond(), 72, torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for transpose in (False, True):
+            got = torch.ops.invconv_core.inv_conv2d(y, w, order, transpose)
+            ref = wavefront_solve(y, w, order, transpose)
+            assert rel_err(to_np(got), to_np(ref)) <= tol
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k", [(1, 1), (1, 9), (9, 1), (8, 8), (40, 3), (5, 40)])
+@pytest.mark.parametrize("order", ORDERS)
+def test_kernels_larger_than_image(k, order, device):
+    kh, kw = k
+    w, y = weight_and_input(3, kh, kw, order, (2, 3, 5, 4), device=device, seed=kh * 100 + kw)
+    dense = DenseProblem(to_np(w), 5, 4, order)
+    x = ic.inv_conv2d(y, w, order)
+    tol = solve_tolerance(dense.cond(), 3 * kh * kw, torch.float64)
+    assert rel_err(to_np(x), dense.solve(to_np(y))) <= tol
+    assert rel_err(to_np(ic.causal_conv2d(x, w, order)), to_np(y)) <= dense.cond() * tol
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("order", ORDERS)
+def test_half_types_accumulate_in_float32(dtype, order, device):
+    w, y = weight_and_input(5, 3, 3, order, (3, 5, 8, 7), torch.float32, device)
+    w, y = w.to(dtype), y.to(dtype)
+    # the oracle solves the exactly-representable half inputs in float64
+    dense = DenseProblem(to_np(w), 8, 7, order)
+    x = ic.inv_conv2d(y, w, order)
+    assert x.dtype == dtype
+    assert rel_err(to_np(x), dense.solve(to_np(y))) <= solve_tolerance(dense.cond(), 45, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed_hw", "sliced", "expanded_weight"])
+def test_memory_layouts(layout, device):
+    """The layout of the operands must not change a single bit of the result."""
+    w, y = weight_and_input(4, 3, 3, "TL", (3, 4, 9, 9), device=device)
+    if layout == "channels_last":
+        y2 = y.to(memory_format=torch.channels_last)
+        w2 = w.to(memory_format=torch.channels_last)
+    elif layout == "transposed_hw":
+        y2, w2 = y.transpose(2, 3).contiguous().transpose(2, 3), w
+    elif layout == "sliced":
+        big = torch.zeros(6, 8, 9, 18, dtype=y.dtype, device=device)
+        big[::2, ::2, :, ::2] = y
+        y2, w2 = big[::2, ::2, :, ::2], w
+    else:  # weight as a non-contiguous view of a larger tensor
+        big = torch.zeros(4, 4, 3, 6, dtype=w.dtype, device=device)
+        big[..., ::2] = w
+        y2, w2 = y, big[..., ::2]
+    assert not (y2.is_contiguous() and w2.is_contiguous())
+    for f in (ic.inv_conv2d, wavefront_solve, ic.inv_conv2d_transpose):
+        got = f(y2, w2)
+        assert got.dtype == y.dtype and got.device == y.device
+        assert torch.equal(got, f(y, w))
+    assert torch.allclose(ic.causal_conv2d(y2, w2), ic.causal_conv2d(y, w), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["inv", "causal", "transpose"])
+def test_empty_batch(op, device):
+    w, _ = weight_and_input(3, 2, 2, "TL", (1, 3, 4, 4), device=device)
+    y = torch.zeros(0, 3, 4, 4, dtype=w.dtype, device=device, requires_grad=True)
+    wg = w.clone().requires_grad_(True)
+    f = {"inv": ic.inv_conv2d, "causal": ic.causal_conv2d, "transpose": ic.inv_conv2d_transpose}[op]
+    out = f(y, wg)
+    assert out.shape == (0, 3, 4, 4)
+    out.sum().backward()
+    assert y.grad.shape == y.shape and torch.equal(wg.grad, torch.zeros_like(w))
+
+
+def test_forward_is_deterministic():
+    w, y = weight_and_input(12, 3, 3, "BR", (4, 12, 16, 16), torch.float32)
+    a = ic.inv_conv2d(y, w, "BR")
+    b = ic.inv_conv2d(y, w, "BR")
+    assert torch.equal(a, b)
+
+
+def test_wavefront_fallback_matches_compiled_at_flow_shape():
+    w, y = weight_and_input(12, 3, 3, "TR", (8, 12, 12, 12), torch.float32, seed=3)
+    tol = solve_tolerance(DenseProblem(to_np(w), 12, 12, "TR").cond(), 108, torch.float32)
+    a = ic.inv_conv2d(y, w, "TR")
+    b = wavefront_solve(y, w, "TR")
+    assert rel_err(to_np(a), to_np(b)) <= 2 * tol
