@@ -1,0 +1,258 @@
+r"""Flow layers. Convention everywhere (and the sign of every log-det):
+
+    forward(x)  -> (z, logabsdet)   data → latent;  logabsdet = log|det ∂z/∂x|  per sample, shape (N,)
+    inverse(z)  -> (x, logabsdet)   latent → data;  logabsdet = log|det ∂x/∂z| = −(forward's)
+
+so ``log p(x) = log p_Z(z) + forward logabsdet``. Tensors are NCHW.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import ops
+from .._geometry import check_order, current_tap
+
+__all__ = ["FlowLayer", "InvConv2d", "ActNorm", "AffineCoupling", "Squeeze", "Conv1x1",
+           "LogitTransform", "FlowSequence"]
+
+
+class FlowLayer(nn.Module):
+    """Base class: ``forward(x) -> (z, logabsdet)``, ``inverse(z) -> (x, logabsdet)``."""
+
+    def inverse(self, z: torch.Tensor):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FlowSequence(FlowLayer):
+    """Layers applied in order (data→latent); the inverse runs them backwards."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        total = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            total = total + ld
+        return x, total
+
+    def inverse(self, z):
+        total = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, ld = layer.inverse(z)
+            total = total + ld
+        return z, total
+
+
+def _inv_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+class InvConv2d(FlowLayer):
+    r"""Invertible k×k causal convolution ``T`` (DESIGN.md §1) as a flow layer.
+
+    The weight is parametrised so ``T`` is always invertible: the current-pixel tap is lower
+    triangular (the ops mask its upper part) with diagonal ``softplus(d) + min_diag > 0``
+    (learnable), or fixed to 1 with ``learn_diag=False``; the other taps start at N(0, init_std²).
+
+    ``placement="inverse"`` (Inverse-Flow): data→latent is ``z = T⁻¹ x`` (``inv_conv2d``,
+    forward logabsdet ``−H·W·Σ log diag``) and sampling is the plain convolution ``x = T z``.
+    ``placement="conv"`` (FInC/Emerging): data→latent is ``z = T x`` (logabsdet
+    ``+H·W·Σ log diag``), sampling needs the inverse.
+    """
+
+    def __init__(self, channels: int, kernel_size=3, order: str = "TL", placement: str = "inverse",
+                 learn_diag: bool = True, min_diag: float = 1e-2, init_std: float = 1e-3):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if placement not in ("inverse", "conv"):
+            raise ValueError(f"placement must be 'inverse' or 'conv', got {placement!r}")
+        self.order = check_order(order)
+        self.placement = placement
+        self.min_diag = float(min_diag)
+        a, b = current_tap(order, kh, kw)
+        w = torch.randn(channels, channels, kh, kw) * init_std
+        w[:, :, a, b] = torch.tril(w[:, :, a, b], -1)
+        self.weight = nn.Parameter(w)
+        onehot = torch.zeros(kh, kw)
+        onehot[a, b] = 1.0
+        eye = torch.eye(channels)
+        # 1 everywhere but on the current tap's diagonal, which comes from the diag parameter
+        self.register_buffer("keep", 1.0 - eye[:, :, None, None] * onehot, persistent=False)
+        self.register_buffer("diag_place", eye[:, :, None, None] * onehot, persistent=False)
+        if learn_diag:
+            self.diag_param = nn.Parameter(torch.full((channels,), _inv_softplus(1.0 - self.min_diag)))
+        else:
+            self.register_parameter("diag_param", None)
+
+    def diag(self) -> torch.Tensor:
+        if self.diag_param is None:
+            return torch.ones(self.weight.shape[0], device=self.weight.device, dtype=self.weight.dtype)
+        return F.softplus(self.diag_param) + self.min_diag
+
+    def full_weight(self) -> torch.Tensor:
+        d = self.diag()
+        return self.weight * self.keep + self.diag_place * d[:, None, None, None]
+
+    def conv_logabsdet(self, h: int, w: int) -> torch.Tensor:
+        """log|det T| for one h×w image."""
+        return h * w * torch.log(self.diag()).sum()
+
+    def _transform(self, x, invert: bool):
+        w = self.full_weight()
+        ld = self.conv_logabsdet(x.shape[2], x.shape[3]).expand(x.shape[0])
+        if invert:
+            return ops.inv_conv2d(x, w, self.order), -ld
+        return ops.causal_conv2d(x, w, self.order), ld
+
+    def forward(self, x):
+        return self._transform(x, invert=self.placement == "inverse")
+
+    def inverse(self, z):
+        return self._transform(z, invert=self.placement == "conv")
+
+
+class ActNorm(FlowLayer):
+    r"""Per-channel affine ``z = (x + bias)·exp(logs)``; forward logabsdet ``H·W·Σ logs``.
+
+    Data-dependent initialisation on the first forward batch (zero mean, unit variance per
+    channel). Whether it happened is a buffer, so it survives a checkpoint load; under
+    ``torch.distributed`` the batch statistics are averaged over all ranks, so every replica
+    starts identical.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self.eps = eps
+
+    @torch.no_grad()
+    def _initialize(self, x):
+        n = torch.tensor(float(x.shape[0] * x.shape[2] * x.shape[3]), device=x.device, dtype=x.dtype)
+        s1 = x.sum(dim=(0, 2, 3))
+        s2 = (x * x).sum(dim=(0, 2, 3))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            c = s1.numel()
+            stats = torch.cat([s1, s2, n.reshape(1)])
+            dist.all_reduce(stats)
+            s1, s2, n = stats[:c], stats[c:2 * c], stats[2 * c]
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0)
+        self.bias.copy_(-mean.view(1, -1, 1, 1))
+        self.logs.copy_(-0.5 * torch.log(var + self.eps).view(1, -1, 1, 1))
+        self.initialized.fill_(1)
+
+    def forward(self, x):
+        if not bool(self.initialized) and self.training:
+            self._initialize(x)
+        ld = (x.shape[2] * x.shape[3]) * self.logs.sum()
+        return (x + self.bias) * torch.exp(self.logs), ld.expand(x.shape[0])
+
+    def inverse(self, z):
+        ld = -(z.shape[2] * z.shape[3]) * self.logs.sum()
+        return z * torch.exp(-self.logs) - self.bias, ld.expand(z.shape[0])
+
+
+class _ZeroConv(nn.Conv2d):
+    """3×3 conv initialised to zero, so a coupling or prior starts as the identity."""
+
+    def __init__(self, cin, cout):
+        super().__init__(cin, cout, 3, padding=1)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class AffineCoupling(FlowLayer):
+    r"""Glow's affine coupling. Channels split as (x_a, x_b), ``C_a = C // 2``;
+    ``(shift, s) = NN(x_a)``, ``scale = sigmoid(s + 2)``, ``z_b = (x_b + shift)·scale``;
+    forward logabsdet ``Σ log scale`` (≤ 0 per entry, so the layer cannot blow up)."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"AffineCoupling needs at least 2 channels, got {channels}")
+        self.ca = channels // 2
+        cb = channels - self.ca
+        self.net = nn.Sequential(
+            nn.Conv2d(self.ca, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 1), nn.ReLU(),
+            _ZeroConv(width, 2 * cb))
+
+    def _params(self, xa):
+        h = self.net(xa)
+        shift, s = h[:, 0::2], h[:, 1::2]
+        return shift, torch.sigmoid(s + 2.0)
+
+    def forward(self, x):
+        xa, xb = x[:, :self.ca], x[:, self.ca:]
+        shift, scale = self._params(xa)
+        return torch.cat([xa, (xb + shift) * scale], 1), torch.log(scale).flatten(1).sum(1)
+
+    def inverse(self, z):
+        za, zb = z[:, :self.ca], z[:, self.ca:]
+        shift, scale = self._params(za)
+        return torch.cat([za, zb / scale - shift], 1), -torch.log(scale).flatten(1).sum(1)
+
+
+class Squeeze(FlowLayer):
+    """(C, H, W) → (4C, H/2, W/2), volume preserving (logabsdet 0). H and W must be even."""
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"Squeeze needs even height and width, got {h}×{w}")
+        x = x.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return x.reshape(n, 4 * c, h // 2, w // 2), x.new_zeros(n)
+
+    def inverse(self, z):
+        n, c, h, w = z.shape
+        z = z.view(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+        return z.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
+
+
+class Conv1x1(FlowLayer):
+    """Glow's invertible 1×1 convolution (the Glow baseline); forward logabsdet
+    ``H·W·log|det W|``. Initialised to a random rotation."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        self.weight = nn.Parameter(q)
+
+    def forward(self, x):
+        ld = x.shape[2] * x.shape[3] * torch.linalg.slogdet(self.weight)[1]
+        return F.conv2d(x, self.weight[:, :, None, None]), ld.expand(x.shape[0])
+
+    def inverse(self, z):
+        ld = -z.shape[2] * z.shape[3] * torch.linalg.slogdet(self.weight)[1]
+        return F.conv2d(z, torch.linalg.inv(self.weight)[:, :, None, None]), ld.expand(z.shape[0])
+
+
+class LogitTransform(FlowLayer):
+    r"""``z = logit(α + (1 − 2α)·x)`` for x in [0, 1] (RealNVP's preprocessing), forward
+    logabsdet ``Σ [log(1 − 2α) − log p − log(1 − p)]`` with ``p = α + (1 − 2α)x``."""
+
+    def __init__(self, alpha: float = 0.05):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        p = self.alpha + (1 - 2 * self.alpha) * x
+        z = torch.log(p) - torch.log1p(-p)
+        ld = (math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
+        return z, ld
+
+    def inverse(self, z):
+        p = torch.sigmoid(z)
+        x = (p - self.alpha) / (1 - 2 * self.alpha)
+        ld = (torch.log(p) + torch.log1p(-p) - math.log(1 - 2 * self.alpha)).flatten(1).sum(1)
+        return x, ld

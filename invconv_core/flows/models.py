@@ -1,0 +1,187 @@
+r"""Glow-like multi-scale flows from one builder: Inverse-Flow and its baselines.
+
+Architecture (L levels × K steps): squeeze → K × [ActNorm → invertible conv → affine coupling]
+→ split prior (half the channels factored out, Gaussian conditioned on the rest), with a learned
+Gaussian prior on what is left after the last level. Only the invertible conv differs:
+
+    inverse-flow  InvConv2d, inverse placement: data→latent solves T⁻¹ (inv_conv2d), sampling
+                  is a plain causal convolution — fast sampling (the paper).
+    glow          Glow's invertible 1×1 convolution.
+    emerging      Emerging-convolution placement: two causal convolutions (orders TL then BR) in
+                  the data→latent pass, their inverses (wavefront solves) in sampling.
+    finc          FInC placement: one causal k×k convolution in the data→latent pass, its
+                  inverse in sampling.
+
+Orders alternate TL, BR, TR, BL from step to step so the receptive field covers every direction.
+
+``model(x)`` maps data ``x ∈ [0, 1)^D`` (dequantized, bpd.py) to its log-density
+``log p(x)`` per image; ``model.sample(n)`` draws images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, InvConv2d,
+                     LogitTransform, Squeeze, _ZeroConv)
+
+__all__ = ["FlowConfig", "MultiScaleFlow", "build_flow", "MODELS"]
+
+MODELS = ("inverse-flow", "glow", "emerging", "finc")
+_ORDERS = ("TL", "BR", "TR", "BL")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class FlowConfig:
+    model: str = "inverse-flow"
+    image_shape: tuple = (1, 8, 8)     # (C, H, W)
+    levels: int = 2
+    steps: int = 4
+    width: int = 64                    # hidden channels of each coupling network
+    kernel_size: int = 3               # of the k×k invertible convolutions
+    n_bins: int = 256
+    logit_alpha: float = 0.05
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlowConfig":
+        d = dict(d)
+        d["image_shape"] = tuple(d["image_shape"])
+        return cls(**d)
+
+
+def _gaussian_logp(x, mean, logs):
+    return (-0.5 * (_LOG_2PI + 2 * logs + (x - mean) ** 2 * torch.exp(-2 * logs))).flatten(1).sum(1)
+
+
+def _step(model: str, channels: int, index: int, width: int, k: int) -> list[FlowLayer]:
+    order = _ORDERS[index % 4]
+    if model == "inverse-flow":
+        conv = [InvConv2d(channels, k, order, placement="inverse")]
+    elif model == "glow":
+        conv = [Conv1x1(channels)]
+    elif model == "emerging":
+        conv = [InvConv2d(channels, k, "TL", placement="conv"),
+                InvConv2d(channels, k, "BR", placement="conv")]
+    elif model == "finc":
+        conv = [InvConv2d(channels, k, order, placement="conv")]
+    else:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    return [ActNorm(channels), *conv, AffineCoupling(channels, width)]
+
+
+class SplitPrior(nn.Module):
+    """Factors out the last ``C − C//2`` channels with a Gaussian whose mean and log-scale
+    come from a zero-initialised conv of the kept channels."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.keep = channels // 2
+        self.conv = _ZeroConv(self.keep, 2 * (channels - self.keep))
+
+    def _stats(self, kept):
+        h = self.conv(kept)
+        return h[:, 0::2], h[:, 1::2]
+
+    def forward(self, x):
+        kept, out = x[:, :self.keep], x[:, self.keep:]
+        mean, logs = self._stats(kept)
+        return kept, _gaussian_logp(out, mean, logs)
+
+    def inverse(self, kept, temperature: float = 1.0):
+        mean, logs = self._stats(kept)
+        out = mean + torch.exp(logs) * torch.randn_like(mean) * temperature
+        return torch.cat([kept, out], 1)
+
+
+class MultiScaleFlow(nn.Module):
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        self.config = config
+        c, h, w = config.image_shape
+        if h % (2 ** config.levels) or w % (2 ** config.levels):
+            raise ValueError(f"image {h}×{w} is not divisible by 2^levels = {2 ** config.levels}")
+        self.pre = LogitTransform(config.logit_alpha)
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        for level in range(config.levels):
+            c, h, w = 4 * c, h // 2, w // 2
+            layers = [Squeeze()]
+            for s in range(config.steps):
+                layers += _step(config.model, c, s, config.width, config.kernel_size)
+            self.levels.append(FlowSequence(layers))
+            if level < config.levels - 1:
+                self.splits.append(SplitPrior(c))
+                c = c // 2
+        self.top_shape = (c, h, w)
+        self.top_mean = nn.Parameter(torch.zeros(1, *self.top_shape))
+        self.top_logs = nn.Parameter(torch.zeros(1, *self.top_shape))
+
+    @property
+    def dims(self) -> int:
+        c, h, w = self.config.image_shape
+        return c * h * w
+
+    def encode(self, x: torch.Tensor):
+        """data → latent: ``(zs, logabsdet, log_prior)`` with ``zs`` the factored-out latents of
+        each level and the top latent last, ``logabsdet = log|det ∂(zs)/∂x|`` and ``log_prior``
+        the (conditional) Gaussian log-densities of ``zs``, each of shape (N,)."""
+        h, logdet = self.pre(x)
+        log_prior = torch.zeros_like(logdet)
+        zs = []
+        for i, level in enumerate(self.levels):
+            h, ld = level(h)
+            logdet = logdet + ld
+            if i < len(self.splits):
+                split = self.splits[i]
+                zs.append(h[:, split.keep:])
+                h, lp = split(h)
+                log_prior = log_prior + lp
+        zs.append(h)
+        return zs, logdet, log_prior + _gaussian_logp(h, self.top_mean, self.top_logs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) per image (natural log) for dequantized ``x ∈ [0, 1)^D``, shape (N,)."""
+        _, logdet, log_prior = self.encode(x)
+        return logdet + log_prior
+
+    def decode(self, zs=None, n: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """latent → data. With ``zs`` (as from :meth:`encode`) the exact inverse; with
+        ``zs=None`` every latent is drawn from its prior (scaled by ``temperature``)."""
+        if zs is None:
+            mean = self.top_mean.expand(n, *self.top_shape)
+            h = mean + torch.exp(self.top_logs) * torch.randn_like(mean) * temperature
+        else:
+            h = zs[-1]
+        for i in reversed(range(len(self.levels))):
+            if i < len(self.splits):
+                if zs is None:
+                    h = self.splits[i].inverse(h, temperature)
+                else:
+                    h = torch.cat([h, zs[i]], 1)
+            h, _ = self.levels[i].inverse(h)
+        x, _ = self.pre.inverse(h)
+        return x
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n images in [0, 1] (the latent→data pass)."""
+        return self.decode(None, n, temperature).clamp(0, 1)
+
+
+def build_flow(config: FlowConfig | None = None, **overrides) -> MultiScaleFlow:
+    config = config or FlowConfig()
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    if config.model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {config.model!r}")
+    return MultiScaleFlow(config)

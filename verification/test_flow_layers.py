@@ -1,0 +1,135 @@
+"""Flow layers and models: inverse consistency, and every log-det against a dense Jacobian
+(torch.autograd.functional.jacobian + slogdet) on tiny float64 inputs, in both directions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, InvConv2d,
+                                LogitTransform, Squeeze, bits_per_dim, build_flow)
+
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def _jacobian_logdet(fn, x):
+    """log|det ∂fn(x_i)/∂x_i| for each sample i."""
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1]
+        J = jacobian(lambda v: fn(v.view_as(xi)).reshape(-1), xi.reshape(-1))
+        out.append(torch.linalg.slogdet(J)[1])
+    return torch.stack(out)
+
+
+def _randomise(module):
+    """Move every parameter off its (often identity) initialisation."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def _layers():  # constructed inside the float64 fixture (see LAYERS below)
+    yield "invconv-inverse-TL", InvConv2d(3, 3, "TL", placement="inverse"), (2, 3, 4, 5)
+    yield "invconv-inverse-BR-k2x4", InvConv2d(2, (2, 4), "BR", placement="inverse"), (2, 2, 4, 3)
+    yield "invconv-conv-TR", InvConv2d(3, 3, "TR", placement="conv"), (2, 3, 3, 4)
+    yield "invconv-conv-BL-fixed-diag", InvConv2d(2, 2, "BL", placement="conv", learn_diag=False), (2, 2, 3, 3)
+    yield "actnorm", ActNorm(3), (2, 3, 3, 3)
+    yield "coupling", AffineCoupling(3, width=8), (2, 3, 3, 3)
+    yield "squeeze", Squeeze(), (2, 2, 4, 2)
+    yield "conv1x1", Conv1x1(3), (2, 3, 2, 3)
+    yield "logit", LogitTransform(0.05), (2, 1, 3, 3)
+
+
+LAYER_NAMES = ["invconv-inverse-TL", "invconv-inverse-BR-k2x4", "invconv-conv-TR",
+               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit"]
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_layer_inverse_and_logdet(name):
+    layer, shape = {n: (lay, shp) for n, lay, shp in _layers()}[name]
+    layer = layer.double()
+    x = torch.rand(shape) if name == "logit" else torch.randn(shape)
+    if name == "actnorm":
+        layer(torch.randn(shape) * 3 + 1)  # data-dependent init, then fixed
+        layer.eval()
+    _randomise(layer)
+    z, ld = layer(x)
+    assert z.shape == (shape[0], *z.shape[1:]) and ld.shape == (shape[0],)
+    x_back, ld_inv = layer.inverse(z)
+    torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
+    # the forward log-det is log|det ∂z/∂x|, the inverse's is its negative at the same point
+    torch.testing.assert_close(ld, _jacobian_logdet(lambda v: layer(v)[0], x))
+    torch.testing.assert_close(ld_inv, -ld)
+    torch.testing.assert_close(ld_inv, _jacobian_logdet(lambda v: layer.inverse(v)[0], z))
+
+
+def test_invconv_placement_decides_which_direction_solves():
+    inv = InvConv2d(2, 3, "TL", placement="inverse").double()
+    conv = InvConv2d(2, 3, "TL", placement="conv").double()
+    conv.load_state_dict(inv.state_dict())
+    x = torch.randn(2, 2, 5, 5)
+    z_inv, ld_inv = inv(x)
+    z_conv, ld_conv = conv(x)
+    torch.testing.assert_close(inv.inverse(z_inv)[0], x)
+    torch.testing.assert_close(z_inv, conv.inverse(x)[0])  # T⁻¹x either way
+    torch.testing.assert_close(ld_inv, -ld_conv)
+
+
+def test_invconv_is_invertible_for_any_parameter_value():
+    layer = InvConv2d(3, 3, "TL").double()
+    with torch.no_grad():
+        layer.diag_param.fill_(-50.0)  # softplus → 0; the floor keeps the diagonal positive
+    assert torch.all(layer.diag() >= layer.min_diag)
+    x = torch.randn(1, 3, 4, 4)
+    torch.testing.assert_close(layer.inverse(layer(x)[0])[0], x)
+
+
+def test_actnorm_init_is_a_buffer_that_survives_state_dict():
+    a = ActNorm(2)
+    a(torch.randn(8, 2, 3, 3) * 5 + 2)
+    b = ActNorm(2)
+    b.load_state_dict(a.state_dict())
+    assert bool(b.initialized)
+    before = b.bias.clone()
+    b(torch.randn(8, 2, 3, 3))  # must not re-initialise
+    torch.testing.assert_close(b.bias, before)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_logdet_and_exact_inverse(model):
+    torch.manual_seed(0)
+    flow = build_flow(FlowConfig(model=model, image_shape=(1, 4, 4), levels=2, steps=2, width=8,
+                                 kernel_size=2, n_bins=16)).double()
+    x = torch.rand(3, 1, 4, 4) * 0.9 + 0.05
+    flow(x)  # ActNorm init
+    flow.eval()
+    _randomise(flow)
+    zs, logdet, log_prior = flow.encode(x)
+    assert sum(z[0].numel() for z in zs) == 16
+    flat = lambda v: torch.cat([z.reshape(1, -1) for z in flow.encode(v)[0]], 1)  # noqa: E731
+    torch.testing.assert_close(logdet, _jacobian_logdet(flat, x))
+    torch.testing.assert_close(flow.decode(zs), x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(flow(x), logdet + log_prior)
+    s = flow.sample(4)
+    assert s.shape == (4, 1, 4, 4) and torch.all((s >= 0) & (s <= 1))
+
+
+def test_bits_per_dim_formula():
+    # the uniform density on [0,1)^D has log p = 0: bpd = log2(n_bins) exactly
+    assert bits_per_dim(torch.zeros(3), dims=784, n_bins=256).tolist() == [8.0] * 3
+    # per image, not per batch: doubling the batch does not change the value
+    lp = torch.tensor([-100.0, -200.0])
+    bpd = bits_per_dim(lp, dims=64, n_bins=17)
+    torch.testing.assert_close(bpd, -(lp - 64 * torch.log(torch.tensor(17.0))) / (64 * torch.log(torch.tensor(2.0))))
+    with pytest.raises(ValueError, match="dims must be >= 1"):
+        bits_per_dim(lp, dims=0, n_bins=17)
