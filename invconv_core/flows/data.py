@@ -1,0 +1,174 @@
+r"""Datasets for the flows, as integer-valued images ``k ∈ {0, …, n_bins−1}`` (float32 tensors,
+NCHW) with labels.
+
+- ``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 real images, no download).
+  They have 17 grey levels (0–16), so ``n_bins = 17`` — bits/dim are w.r.t. 17 levels, not
+  the 256 of MNIST, and are not comparable with 8-bit numbers. Split: a fixed permutation
+  (seed 0), the last 297 images are the test set.
+- ``mnist``: IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``), 28×28, 256 levels.
+- ``cifar10``: the python pickles ``data_batch_1`` … ``data_batch_5`` and ``test_batch``
+  (in ``DIR`` or ``DIR/cifar-10-batches-py``), 3×32×32, 256 levels.
+- ``imagenet32`` / ``imagenet64``: the downsampled-ImageNet npz batches
+  ``train_data_batch_*.npz`` and ``val_data.npz`` (anywhere under ``DIR``), each with ``data``
+  (N × 3·s·s uint8, channel-major) and ``labels`` (1-based), 256 levels.
+
+A missing or malformed file raises an error naming the path and what was expected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ImageData", "load_dataset", "DATASETS"]
+
+DATASETS = ("digits", "mnist", "cifar10", "imagenet32", "imagenet64")
+
+
+@dataclass
+class ImageData:
+    images: torch.Tensor   # (N, C, H, W) float32 holding integers 0 .. n_bins-1
+    labels: torch.Tensor   # (N,) int64
+    n_bins: int
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.images.shape[1:])
+
+    def dataset(self):
+        return torch.utils.data.TensorDataset(self.images, self.labels)
+
+
+def _need_dir(data_dir, name):
+    if not data_dir:
+        raise ValueError(f"--data-dir is required for dataset {name!r}")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir}: data directory for {name!r} does not exist")
+
+
+def _digits(split: str) -> ImageData:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the 'digits' dataset needs scikit-learn (pip install scikit-learn)") from err
+    d = load_digits()
+    perm = np.random.default_rng(0).permutation(len(d.images))
+    idx = perm[:1500] if split == "train" else perm[1500:]
+    images = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1)
+    return ImageData(images, torch.tensor(d.target[idx], dtype=torch.int64), n_bins=17)
+
+
+def _open_maybe_gz(path):
+    for candidate in (path, path + ".gz"):
+        if os.path.isfile(candidate):
+            return candidate, (gzip.open(candidate, "rb") if candidate.endswith(".gz") else open(candidate, "rb"))
+    raise FileNotFoundError(f"{path}[.gz]: MNIST IDX file not found (expected the standard "
+                            f"'{os.path.basename(path)}' file, optionally gzipped)")
+
+
+def read_idx(path: str, expected_magic: int, expected_ndim: int) -> np.ndarray:
+    """An IDX array (big-endian header: magic, then one int32 per dimension, then uint8 data)."""
+    found, f = _open_maybe_gz(path)
+    with f:
+        raw = f.read()
+    if len(raw) < 4 + 4 * expected_ndim:
+        raise ValueError(f"{found}: truncated IDX file ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise ValueError(f"{found}: not an IDX file of the expected kind (magic {magic:#010x}, "
+                         f"expected {expected_magic:#010x})")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_ndim)]
+    body = raw[4 + 4 * expected_ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise ValueError(f"{found}: IDX header says {dims} ({int(np.prod(dims))} bytes) but the "
+                         f"file holds {len(body)} bytes of data")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _mnist(data_dir: str, split: str) -> ImageData:
+    _need_dir(data_dir, "mnist")
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte"), 0x00000803, 3)
+    labels = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte"), 0x00000801, 1)
+    if len(images) != len(labels):
+        raise ValueError(f"{data_dir}: {len(images)} MNIST {prefix} images but {len(labels)} labels")
+    return ImageData(torch.tensor(images, dtype=torch.float32).unsqueeze(1),
+                     torch.tensor(labels, dtype=torch.int64), n_bins=256)
+
+
+def _cifar10(data_dir: str, split: str) -> ImageData:
+    _need_dir(data_dir, "cifar10")
+    root = os.path.join(data_dir, "cifar-10-batches-py")
+    root = root if os.path.isdir(root) else data_dir
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for name in names:
+        path = os.path.join(root, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: CIFAR-10 python batch not found (expected the "
+                                    f"'cifar-10-batches-py' pickles)")
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data, labels = np.asarray(batch[b"data"], dtype=np.uint8), list(batch[b"labels"])
+        except Exception as err:
+            raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' "
+                             f"N×3072 uint8 and b'labels'): {err}") from err
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
+            raise ValueError(f"{path}: expected b'data' of shape (N, 3072) and N labels, got "
+                             f"{data.shape} and {len(labels)} labels")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.extend(labels)
+    return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),
+                     torch.tensor(ys, dtype=torch.int64), n_bins=256)
+
+
+def _imagenet(data_dir: str, split: str, size: int) -> ImageData:
+    name = f"imagenet{size}"
+    _need_dir(data_dir, name)
+    found = []
+    for root, _, files in os.walk(data_dir):
+        for f in files:
+            if (split == "train" and f.startswith("train_data_batch_") and f.endswith(".npz")) or \
+               (split != "train" and f == "val_data.npz"):
+                found.append(os.path.join(root, f))
+    if not found:
+        expected = "train_data_batch_*.npz" if split == "train" else "val_data.npz"
+        raise FileNotFoundError(f"{data_dir}: no {expected} found for {name} (the downsampled-"
+                                f"ImageNet npz batches)")
+    xs, ys = [], []
+    for path in sorted(found):
+        try:
+            with np.load(path) as z:
+                data, labels = z["data"], z["labels"]
+        except Exception as err:
+            raise ValueError(f"{path}: not a downsampled-ImageNet npz batch (arrays 'data' and "
+                             f"'labels'): {err}") from err
+        if data.ndim != 2 or data.shape[1] != 3 * size * size or len(labels) != len(data):
+            raise ValueError(f"{path}: expected 'data' of shape (N, {3 * size * size}) for "
+                             f"{size}×{size} images and N labels, got {data.shape}, {len(labels)}")
+        xs.append(data.reshape(-1, 3, size, size).astype(np.uint8))
+        ys.append(np.asarray(labels, dtype=np.int64) - 1)
+    return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),
+                     torch.tensor(np.concatenate(ys)), n_bins=256)
+
+
+def load_dataset(name: str, split: str = "train", data_dir: str | None = None) -> ImageData:
+    """``split`` is "train" or "test"."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "digits":
+        return _digits(split)
+    if name == "mnist":
+        return _mnist(data_dir, split)
+    if name == "cifar10":
+        return _cifar10(data_dir, split)
+    if name in ("imagenet32", "imagenet64"):
+        return _imagenet(data_dir, split, int(name[-2:]))
+    raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
