@@ -37,12 +37,20 @@ def _run(benchmark, device, fn):
         out = fn()
         _sync(device)
         return out
-    benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=3) if device == "cuda" else benchmark(call)
+    if device == "cuda":  # asynchronous: fixed rounds, each synchronised
+        benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=3)
+    else:
+        benchmark(call)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B%d-C%d-%dx%d-k%d" % (s[0], s[1], s[2], s[2], s[3]))
-@pytest.mark.parametrize("impl", ["conv2d", "inv_conv2d"])
+def _grid(test):
+    """Every device × shape × implementation (the reference conv2d and our op)."""
+    test = pytest.mark.parametrize("impl", ["conv2d", "inv_conv2d"])(test)
+    test = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B%d-C%d-%dx%d-k%d" % (s[0], s[1], s[2], s[2], s[3]))(test)
+    return pytest.mark.parametrize("device", DEVICES)(test)
+
+
+@_grid
 def test_forward(benchmark, device, shape, impl):
     B, C, H, k = shape
     benchmark.group = f"forward {device} B{B} C{C} {H}x{H} k{k}"
@@ -53,9 +61,7 @@ def test_forward(benchmark, device, shape, impl):
         _run(benchmark, device, fn)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B%d-C%d-%dx%d-k%d" % (s[0], s[1], s[2], s[2], s[3]))
-@pytest.mark.parametrize("impl", ["conv2d", "inv_conv2d"])
+@_grid
 def test_forward_backward(benchmark, device, shape, impl):
     """Forward plus the full backward (∂L/∂input and ∂L/∂weight)."""
     B, C, H, k = shape

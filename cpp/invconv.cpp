@@ -42,8 +42,7 @@ at::Tensor causal_conv2d(const at::Tensor& x, const at::Tensor& weight, c10::str
   // pixel reads channels c' <= c of that pixel, so T is block lower-triangular.
   at::Tensor mask = at::ones_like(weight, at::MemoryFormat::Contiguous);
   at::Tensor current = mask.select(2, geo.tap_row).select(2, geo.tap_col);
-  current.triu_(1).zero_();
-  current.add_(at::ones_like(current).tril());
+  current.copy_(at::ones_like(current).tril());
   return at::conv2d(at::constant_pad_nd(x, geo.pad), weight * mask);
 }
 

@@ -12,8 +12,8 @@
 //    so the adjoint solve is the same TL solve with v, the flips of opposite(o) and the channel
 //    axis of the right-hand side and of the result reversed (DESIGN.md section 2).
 //
-// The plan holds the kernel re-packed for the solver (in the accumulation dtype) and the flips
-// to apply on the fly; the kernels never copy the right-hand side to flip it.
+// The plan holds the kernel re-packed for the solver (in the accumulation dtype) and the flips,
+// which the kernels apply as index maps when they read the right-hand side and write the result.
 #pragma once
 
 #include <ATen/ATen.h>

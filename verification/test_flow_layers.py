@@ -9,6 +9,7 @@ from torch.autograd.functional import jacobian
 
 from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, InvConv2d,
                                 LogitTransform, Squeeze, bits_per_dim, build_flow)
+from invconv_core.flows.layers import ReverseChannels
 
 
 
@@ -48,10 +49,12 @@ def _layers():  # constructed inside the float64 fixture (see LAYERS below)
     yield "squeeze", Squeeze(), (2, 2, 4, 2)
     yield "conv1x1", Conv1x1(3), (2, 3, 2, 3)
     yield "logit", LogitTransform(0.05), (2, 1, 3, 3)
+    yield "reverse", ReverseChannels(), (2, 3, 2, 2)
 
 
 LAYER_NAMES = ["invconv-inverse-TL", "invconv-inverse-BR-k2x4", "invconv-conv-TR",
-               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit"]
+               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit",
+               "reverse"]
 
 
 @pytest.mark.parametrize("name", LAYER_NAMES)

@@ -7,9 +7,9 @@ negated log-det.
 
 from .bpd import bits_per_dim, dequantize, quantize
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
-                     Squeeze)
+                     ReverseChannels, Squeeze)
 from .models import MODELS, FlowConfig, MultiScaleFlow, build_flow
 
 __all__ = ["ActNorm", "AffineCoupling", "Conv1x1", "FlowSequence", "InvConv2d", "LogitTransform",
-           "Squeeze", "MODELS", "FlowConfig", "MultiScaleFlow", "build_flow", "bits_per_dim",
+           "ReverseChannels", "Squeeze", "MODELS", "FlowConfig", "MultiScaleFlow", "build_flow", "bits_per_dim",
            "dequantize", "quantize"]

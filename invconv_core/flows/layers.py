@@ -19,7 +19,7 @@ from .. import ops
 from .._geometry import check_order, current_tap
 
 __all__ = ["FlowLayer", "InvConv2d", "ActNorm", "AffineCoupling", "Squeeze", "Conv1x1",
-           "LogitTransform", "FlowSequence"]
+           "ReverseChannels", "LogitTransform", "FlowSequence"]
 
 
 class FlowLayer(nn.Module):
@@ -217,6 +217,17 @@ class Squeeze(FlowLayer):
         n, c, h, w = z.shape
         z = z.view(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
         return z.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
+
+
+class ReverseChannels(FlowLayer):
+    """Reverses the channel order (volume preserving, logabsdet 0), so successive couplings
+    transform alternate halves in the models whose invertible conv starts near the identity."""
+
+    def forward(self, x):
+        return x.flip(1), x.new_zeros(x.shape[0])
+
+    def inverse(self, z):
+        return z.flip(1), z.new_zeros(z.shape[0])
 
 
 class Conv1x1(FlowLayer):

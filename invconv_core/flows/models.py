@@ -13,6 +13,9 @@ Gaussian prior on what is left after the last level. Only the invertible conv di
                   inverse in sampling.
 
 Orders alternate TL, BR, TR, BL from step to step so the receptive field covers every direction.
+In the k×k models a fixed channel reversal (no parameters, log-det 0) follows the convolution,
+so successive couplings transform alternate halves — Glow's dense 1×1 convolution already mixes
+all channels, while a k×k causal convolution starts near the identity.
 
 ``model(x)`` maps data ``x ∈ [0, 1)^D`` (dequantized, bpd.py) to its log-density
 ``log p(x)`` per image; ``model.sample(n)`` draws images in [0, 1].
@@ -27,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, InvConv2d,
-                     LogitTransform, Squeeze, _ZeroConv)
+                     LogitTransform, ReverseChannels, Squeeze, _ZeroConv)
 
 __all__ = ["FlowConfig", "MultiScaleFlow", "build_flow", "MODELS"]
 
@@ -76,6 +79,8 @@ def _step(model: str, channels: int, index: int, width: int, k: int) -> list[Flo
         conv = [InvConv2d(channels, k, order, placement="conv")]
     else:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if model != "glow":  # Glow's 1×1 conv mixes all channels; the k×k convs start near identity
+        conv.append(ReverseChannels())
     return [ActNorm(channels), *conv, AffineCoupling(channels, width)]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from .io import save_image_grid
 from .models import FlowConfig, build_flow
-from .train import time_per_100
+from .timing import median_seconds
 
 
 def load_flow(path: str, device="cpu"):
@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     model = load_flow(args.checkpoint, device)
     with torch.no_grad():
         images = model.sample(args.n, args.temperature)
-        seconds = time_per_100(lambda: model.sample(100, args.temperature), device)
+        seconds = median_seconds(lambda: model.sample(100, args.temperature), device)
     save_image_grid(images, args.out, scale=4 if model.config.image_shape[1] <= 16 else 1)
     print(f"wrote {args.n} samples to {args.out}; sampling takes {seconds * 1e3:.2f} ms per 100 "
           f"images ({model.config.model}, {device})")

@@ -45,7 +45,9 @@ def matched_config(base: FlowConfig, model: str, target: int) -> FlowConfig:
     return FlowConfig(**{**base.__dict__, "model": model, "width": width})
 
 
-def _median_seconds(fn, device, repeats):
+def median_seconds(fn, device, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call, with the
+    device synchronised around each call."""
     fn()
     out = []
     for _ in range(repeats):
@@ -78,11 +80,11 @@ def time_models(base: FlowConfig, device, batch=100, repeats=5, models=MODELS) -
             loss.backward()
             opt.step()
 
-        train_s = _median_seconds(train_step, device, repeats)
+        train_s = median_seconds(train_step, device, repeats)
         model.eval()
         with torch.no_grad():
-            ft = _median_seconds(lambda: model(x), device, repeats)
-            st = _median_seconds(lambda: model.sample(batch), device, repeats)
+            ft = median_seconds(lambda: model(x), device, repeats)
+            st = median_seconds(lambda: model.sample(batch), device, repeats)
         rows.append({"model": name, "width": cfg.width, "parameters": n_params(model),
                      "forward_seconds": ft, "sample_seconds": st, "train_step_seconds": train_s})
     return rows

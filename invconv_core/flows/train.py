@@ -37,6 +37,7 @@ from .bpd import bits_per_dim, dequantize
 from .data import DATASETS, load_dataset
 from .io import atomic_save, atomic_write_json, save_image_grid
 from .models import MODELS, FlowConfig, build_flow
+from .timing import median_seconds
 
 DEFAULT_LEVELS = {"digits": 2, "mnist": 2, "cifar10": 3, "imagenet32": 3, "imagenet64": 4}
 
@@ -129,21 +130,6 @@ def evaluate_bpd(model, loader, n_bins, device, ctx: _Dist, seed: int = 1234) ->
     ctx.all_sum(total)
     model.train()
     return (total[0] / total[1]).item()
-
-
-def time_per_100(fn, device, repeats: int = 3) -> float:
-    """Median seconds of fn() (synchronised), for a batch of 100."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv=None) -> dict:
@@ -258,11 +244,11 @@ def _train(args, ctx: _Dist, device) -> dict:
         with torch.no_grad():
             save_image_grid(model.sample(args.samples, args.temperature), os.path.join(args.out, "samples.png"),
                             scale=4 if model.config.image_shape[1] <= 16 else 1)
-            sample_s = time_per_100(lambda: model.sample(100), device)
+            sample_s = median_seconds(lambda: model.sample(100), device)
             xb = dequantize(test.images[:100], test.n_bins).to(device)
             if len(xb) < 100:
                 xb = xb.repeat((100 + len(xb) - 1) // len(xb), 1, 1, 1)[:100]
-            forward_s = time_per_100(lambda: model(xb), device)
+            forward_s = median_seconds(lambda: model(xb), device)
         metrics = {
             "dataset": args.dataset, "model": args.model, "n_bins": train.n_bins,
             "test_bpd": history[-1]["test_bpd"] if history else None,
