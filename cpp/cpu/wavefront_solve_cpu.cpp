@@ -6,9 +6,10 @@
 //  * raster order (row by row) is a valid schedule for one image -- cache friendly, used when
 //    the batch alone keeps every thread busy (parallel over the batch);
 //  * all pixels of one anti-diagonal i + j = d are independent -- used to parallelise over
-//    pixels when the batch is smaller than the thread count (H + W - 1 dependent steps).
-// The current tap is folded in beforehand (solve_plan.h): y' = L^{-1} y is one GEMM over the
-// whole image, and per pixel the solver only evaluates x_p = y'_p - sum_t W'_t x_{p - t}.
+//    pixels when the batch is smaller than the thread count (H + W - 1 dependent steps), as a
+//    pipelined wavefront: threads solve successive rows, each a few pixels behind the one above.
+// The current tap is folded in beforehand (solve_plan.h): per pixel the solver evaluates
+// x_p = M y_p - sum_t W'_t x_{p - t} (M = L^{-1}) in one vector loop, no substitution chain.
 //
 // The solved image lives in a zero-padded channels-last scratch image (kh-1 rows on top,
 // kw-1 columns on the left) in the accumulation dtype, one per thread: the kh*kw taps of a
@@ -22,6 +23,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "../solve_plan.h"
@@ -54,17 +58,47 @@ struct Lanes<T, 1> {
   static T lane(const type& x, int) { return x; }
 };
 
-// sums[c0 .. c0 + NB*V) = sum over every tap but the current one of W_tap x_{p - tap}, for pixel
-// p = (i, j) of the canonical TL problem. Channels are vectorised V at a time (NB vectors);
-// the tap loop is unrolled U ways with separate accumulators so the FMAs do not wait on each
-// other. Lanes past C read weights of the next tap (the packed taps carry a padding tail) and
-// are discarded by the caller.
+// acc[u][nb] += sum_k w[k*C + nb*V + lanes] * src[k] over k < n, the k loop unrolled U ways
+// into separate accumulators so the FMAs do not wait on each other.
 template <typename acc_t, int V, int NB, int U>
-__attribute__((always_inline)) inline void tap_sums(const Geometry& g,
-                                                    const acc_t* __restrict taps,
-                                                    const acc_t* __restrict xp, int64_t i,
-                                                    int64_t j, int64_t c0,
-                                                    acc_t* __restrict sums) {
+__attribute__((always_inline)) inline void accumulate(typename Lanes<acc_t, V>::type (&acc)[U][NB],
+                                                      const acc_t* __restrict src,
+                                                      const acc_t* __restrict w, int64_t n,
+                                                      int64_t C) {
+  using L = Lanes<acc_t, V>;
+  using vec = typename L::type;
+  int64_t k = 0;
+  for (; k + U <= n; k += U) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) {
+      const vec s = L::splat(src[k + u]);
+      const acc_t* wk = w + (k + u) * C;
+#pragma GCC unroll 8
+      for (int nb = 0; nb < NB; ++nb) acc[u][nb] += L::load(wk + nb * V) * s;
+    }
+  }
+  for (; k < n; ++k) {
+    const vec s = L::splat(src[k]);
+    const acc_t* wk = w + k * C;
+#pragma GCC unroll 8
+    for (int nb = 0; nb < NB; ++nb) acc[0][nb] += L::load(wk + nb * V) * s;
+  }
+}
+
+// x[c0 .. c0 + NB*V) of pixel p = (i, j) of the canonical TL problem:
+//     x_p = M y_p - sum_{taps t != current} W'_t x_{p - t}
+// accumulated as one negated sum over "segments" that share the vector loop: the raw
+// right-hand side y_p against -M^T, then each kernel row's contiguous run of solved pixels in
+// xp against its packed taps. Channels are vectorised V at a time (NB vectors). Lanes past C
+// read weights of the next row (the packed weights carry a padding tail) and are discarded.
+template <typename acc_t, int V, int NB, int U>
+__attribute__((always_inline)) inline void pixel_block(const Geometry& g,
+                                                       const acc_t* __restrict taps,
+                                                       const acc_t* __restrict neg_mt,
+                                                       const acc_t* __restrict xp,
+                                                       const acc_t* __restrict y_raw, int64_t i,
+                                                       int64_t j, int64_t c0,
+                                                       acc_t* __restrict out) {
   using L = Lanes<acc_t, V>;
   using vec = typename L::type;
   const int64_t C = g.C;
@@ -72,33 +106,18 @@ __attribute__((always_inline)) inline void tap_sums(const Geometry& g,
   vec acc[U][NB];
   for (int u = 0; u < U; ++u)
     for (int nb = 0; nb < NB; ++nb) acc[u][nb] = L::splat(0);
+  accumulate<acc_t, V, NB, U>(acc, y_raw, neg_mt + c0, C, C);
   for (int64_t a = 0; a < g.kh; ++a) {
     // Kernel row a reads padded row i + a, columns j .. j + kw - 1; the last kernel row stops
     // before the current pixel.
     const acc_t* __restrict src = xp + ((i + a) * g.Wp + j) * C;
-    const acc_t* __restrict wa = taps + a * row_len * C + c0;
     const int64_t n = (a == g.kh - 1) ? row_len - C : row_len;
-    int64_t k = 0;
-    for (; k + U <= n; k += U) {
-#pragma GCC unroll 8
-      for (int u = 0; u < U; ++u) {
-        const vec s = L::splat(src[k + u]);
-        const acc_t* wk = wa + (k + u) * C;
-#pragma GCC unroll 8
-        for (int nb = 0; nb < NB; ++nb) acc[u][nb] += L::load(wk + nb * V) * s;
-      }
-    }
-    for (; k < n; ++k) {
-      const vec s = L::splat(src[k]);
-      const acc_t* wk = wa + k * C;
-#pragma GCC unroll 8
-      for (int nb = 0; nb < NB; ++nb) acc[0][nb] += L::load(wk + nb * V) * s;
-    }
+    accumulate<acc_t, V, NB, U>(acc, src, taps + a * row_len * C + c0, n, C);
   }
   for (int nb = 0; nb < NB; ++nb) {
     vec t = acc[0][nb];
     for (int u = 1; u < U; ++u) t += acc[u][nb];
-    for (int v = 0; v < V; ++v) sums[nb * V + v] = L::lane(t, v);
+    for (int v = 0; v < V; ++v) out[nb * V + v] = -L::lane(t, v);
   }
 }
 
@@ -110,58 +129,64 @@ constexpr int lanes_for(int64_t C) {
 }
 
 template <typename acc_t, int V>
-__attribute__((always_inline)) inline void all_tap_sums(const Geometry& g, const acc_t* taps,
-                                                        const acc_t* xp, int64_t i, int64_t j,
+__attribute__((always_inline)) inline void pixel_values(const Geometry& g, const acc_t* taps,
+                                                        const acc_t* neg_mt, const acc_t* xp,
+                                                        const acc_t* y_raw, int64_t i, int64_t j,
                                                         acc_t* sums) {
   for (int64_t c0 = 0; c0 < g.C;) {
     const int64_t blocks = (g.C - c0 + V - 1) / V;
     if (blocks >= 4) {
-      tap_sums<acc_t, V, 4, 2>(g, taps, xp, i, j, c0, sums + c0);
+      pixel_block<acc_t, V, 4, 2>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
       c0 += 4 * V;
     } else if (blocks == 3) {
-      tap_sums<acc_t, V, 3, 2>(g, taps, xp, i, j, c0, sums + c0);
+      pixel_block<acc_t, V, 3, 2>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
       c0 += 3 * V;
     } else if (blocks == 2) {
-      tap_sums<acc_t, V, 2, 4>(g, taps, xp, i, j, c0, sums + c0);
+      pixel_block<acc_t, V, 2, 4>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
       c0 += 2 * V;
     } else {
-      tap_sums<acc_t, V, 1, 4>(g, taps, xp, i, j, c0, sums + c0);
+      pixel_block<acc_t, V, 1, 4>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
       c0 += V;
     }
   }
 }
 
-// Solves pixels (i, j0) .. (i, j1-1) of one image, left to right: x = y' - tap sums. Pixel j's
-// right-hand side y'_p is rhs[(j - j0) * C .. + C); `sums` is scratch of C + kSumsPad values.
-// The solution goes to the padded image `xp`.
+// The packed weights one solve reads (solve_plan.h), each with a padding tail for the lanes.
+template <typename acc_t>
+struct Packed {
+  const acc_t* taps;    // [kh][kw][C'][C]
+  const acc_t* neg_mt;  // [C'][C] = -M^T
+};
+
+// Solves pixels (i, j0) .. (i, j1-1) of one image, left to right. Pixel j's raw right-hand side
+// y_p (input channel order) is y_raw[(j - j0) * C .. + C); `sums` is scratch of C + kSumsPad
+// values. The solution goes to the padded image `xp`.
 template <typename acc_t, int V>
-__attribute__((always_inline)) inline void solve_span_v(const Geometry& g,
-                                                        const acc_t* __restrict taps,
+__attribute__((always_inline)) inline void solve_span_v(const Geometry& g, Packed<acc_t> w,
                                                         acc_t* __restrict xp,
-                                                        const acc_t* __restrict rhs,
+                                                        const acc_t* __restrict y_raw,
                                                         acc_t* __restrict sums, int64_t i,
                                                         int64_t j0, int64_t j1) {
   const int64_t C = g.C;
   for (int64_t j = j0; j < j1; ++j) {
-    all_tap_sums<acc_t, V>(g, taps, xp, i, j, sums);
-    const acc_t* __restrict b = rhs + (j - j0) * C;
+    pixel_values<acc_t, V>(g, w.taps, w.neg_mt, xp, y_raw + (j - j0) * C, i, j, sums);
     acc_t* __restrict dst = xp + ((i + g.kh - 1) * g.Wp + (j + g.kw - 1)) * C;
-    for (int64_t c = 0; c < C; ++c) dst[c] = b[c] - sums[c];
+    for (int64_t c = 0; c < C; ++c) dst[c] = sums[c];
   }
 }
 
 template <typename acc_t>
-__attribute__((always_inline)) inline void solve_span(const Geometry& g, const acc_t* taps,
-                                                      acc_t* xp, const acc_t* rhs, acc_t* sums,
+__attribute__((always_inline)) inline void solve_span(const Geometry& g, Packed<acc_t> w,
+                                                      acc_t* xp, const acc_t* y_raw, acc_t* sums,
                                                       int64_t i, int64_t j0, int64_t j1) {
   constexpr int wide = 32 / sizeof(acc_t), narrow = 16 / sizeof(acc_t);
   const int v = lanes_for<acc_t>(g.C);
   if (v == wide)
-    solve_span_v<acc_t, wide>(g, taps, xp, rhs, sums, i, j0, j1);
+    solve_span_v<acc_t, wide>(g, w, xp, y_raw, sums, i, j0, j1);
   else if (v == narrow)
-    solve_span_v<acc_t, narrow>(g, taps, xp, rhs, sums, i, j0, j1);
+    solve_span_v<acc_t, narrow>(g, w, xp, y_raw, sums, i, j0, j1);
   else
-    solve_span_v<acc_t, 1>(g, taps, xp, rhs, sums, i, j0, j1);
+    solve_span_v<acc_t, 1>(g, w, xp, y_raw, sums, i, j0, j1);
 }
 
 // The two instantiations are compiled twice where the toolchain allows: for x86-64-v3
@@ -174,24 +199,24 @@ __attribute__((always_inline)) inline void solve_span(const Geometry& g, const a
 #endif
 
 INVCONV_MULTIVERSION
-void solve_span_f32(const Geometry& g, const float* taps, float* xp, const float* rhs,
+void solve_span_f32(const Geometry& g, Packed<float> w, float* xp, const float* y_raw,
                     float* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<float>(g, taps, xp, rhs, sums, i, j0, j1);
+  solve_span<float>(g, w, xp, y_raw, sums, i, j0, j1);
 }
 
 INVCONV_MULTIVERSION
-void solve_span_f64(const Geometry& g, const double* taps, double* xp, const double* rhs,
+void solve_span_f64(const Geometry& g, Packed<double> w, double* xp, const double* y_raw,
                     double* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<double>(g, taps, xp, rhs, sums, i, j0, j1);
+  solve_span<double>(g, w, xp, y_raw, sums, i, j0, j1);
 }
 
-inline void solve_span_any(const Geometry& g, const float* t, float* xp, const float* r,
+inline void solve_span_any(const Geometry& g, Packed<float> w, float* xp, const float* y,
                            float* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f32(g, t, xp, r, s, i, j0, j1);
+  solve_span_f32(g, w, xp, y, s, i, j0, j1);
 }
-inline void solve_span_any(const Geometry& g, const double* t, double* xp, const double* r,
+inline void solve_span_any(const Geometry& g, Packed<double> w, double* xp, const double* y,
                            double* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f64(g, t, xp, r, s, i, j0, j1);
+  solve_span_f64(g, w, xp, y, s, i, j0, j1);
 }
 
 // A 4-D NCHW tensor seen through the plan's flips: element (b, c, i, j) of the canonical
@@ -200,13 +225,13 @@ template <typename T>
 struct FlippedView {
   T* ptr;
   int64_t sb, sc, sh, sw;
-  FlippedView(const at::Tensor& t, const SolvePlan& p) {
+  FlippedView(const at::Tensor& t, const SolvePlan& p, bool reverse_channels) {
     ptr = static_cast<T*>(t.data_ptr());
     sb = t.stride(0);
     sc = t.stride(1);
     sh = t.stride(2);
     sw = t.stride(3);
-    if (p.reverse_channels) { ptr += (t.size(1) - 1) * sc; sc = -sc; }
+    if (reverse_channels) { ptr += (t.size(1) - 1) * sc; sc = -sc; }
     if (p.flip_rows) { ptr += (t.size(2) - 1) * sh; sh = -sh; }
     if (p.flip_cols) { ptr += (t.size(3) - 1) * sw; sw = -sw; }
   }
@@ -220,25 +245,20 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
   Geometry g{C, H, W, plan.kh, plan.kw, H + plan.kh - 1, W + plan.kw - 1};
-  // y' = M y for every pixel: one batched GEMM, NCHW in the input's own orientation. The
-  // operand is made contiguous first so every memory layout gives bit-identical results.
-  const at::Tensor rhs_all =
-      at::matmul(plan.rhs_transform,
-                 y.to(plan.taps.dtype()).contiguous().reshape({B, C, H * W}))
-          .contiguous();
-  const acc_t* rhs_base = rhs_all.data_ptr<acc_t>();
+  // y' = M y is evaluated per pixel inside the vector loop, in a fixed summation order: the
+  // result does not depend on the thread count, the schedule or the memory layout of y.
+  const FlippedView<const scalar_t> in(y, plan, /*reverse_channels=*/false);  // M reorders
   // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight.
   const at::Tensor taps_padded = at::cat({plan.taps.flatten(), plan.taps.new_zeros({kSumsPad})});
-  const acc_t* taps = taps_padded.data_ptr<acc_t>();
-  const FlippedView<scalar_t> res(out, plan);
+  const at::Tensor neg_mt = at::cat({plan.rhs_transform.t().neg().flatten(),
+                                     plan.taps.new_zeros({kSumsPad})});
+  const Packed<acc_t> packed{taps_padded.data_ptr<acc_t>(), neg_mt.data_ptr<acc_t>()};
+  const FlippedView<scalar_t> res(out, plan, plan.reverse_channels);
   const int64_t image = g.Hp * g.Wp * C;
-  auto nat_row = [&](int64_t i) { return plan.flip_rows ? H - 1 - i : i; };
-  auto nat_col = [&](int64_t j) { return plan.flip_cols ? W - 1 - j : j; };
-  // Gathers y' of canonical pixels (i, j0 .. j1-1) of image b into stage[(j-j0)*C + c].
-  auto stage_rhs = [&](acc_t* stage, int64_t b, int64_t i, int64_t j0, int64_t j1) {
-    const acc_t* src = rhs_base + (b * C * H + nat_row(i)) * W;
-    for (int64_t c = 0; c < C; ++c, src += H * W)
-      for (int64_t j = j0; j < j1; ++j) stage[(j - j0) * C + c] = src[nat_col(j)];
+  // Stages y of canonical row i of image b, pixel-major: stage[j*C + c].
+  auto stage_rhs = [&](acc_t* stage, int64_t b, int64_t i) {
+    for (int64_t c = 0; c < C; ++c)  // channel-major: the reads run along the rows of y
+      for (int64_t j = 0; j < W; ++j) stage[j * C + c] = static_cast<acc_t>(in.at(b, c, i, j));
   };
   // Writes canonical row i of the solved padded image to the output (channel-major order, so
   // the NCHW writes run along rows).
@@ -248,41 +268,59 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
       for (int64_t j = 0; j < W; ++j) res.at(b, c, i, j) = static_cast<scalar_t>(src[j * C + c]);
   };
 
-  if (B >= at::get_num_threads() || H * W == 1) {
-    // Enough images for every thread: each thread solves whole images in raster order in one
-    // cache-resident scratch image whose zero padding is reused from image to image.
+  // Below this much work (multiply-adds) in all, or per pixel, synchronising threads costs
+  // more than it saves (measured on 2 cores: a 1×12×32×32 or a 1×4×256×256 solve, k=3).
+  const int64_t per_pixel = C * C * g.kh * g.kw;
+  const double work = double(B) * H * W * per_pixel;
+  if (B >= at::get_num_threads() || H == 1 || work < 4e6 || per_pixel < 256) {
+    // Enough images for every thread (or too little work): each thread solves whole images in
+    // raster order in one cache-resident scratch image whose zero padding is reused.
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<acc_t> xp(image, acc_t(0)), stage(W * C), sums(C + kSumsPad);
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t i = 0; i < H; ++i) {
-          stage_rhs(stage.data(), b, i, 0, W);
-          solve_span_any(g, taps, xp.data(), stage.data(), sums.data(), i, 0, W);
+          stage_rhs(stage.data(), b, i);
+          solve_span_any(g, packed, xp.data(), stage.data(), sums.data(), i, 0, W);
           store_row(b, xp.data(), i);
         }
       }
     });
     return;
   }
-  // Few images: the H + W - 1 anti-diagonals in sequence, the pixels of each in parallel.
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C * C * g.kh * g.kw));
-  std::vector<acc_t> xp(image, acc_t(0));
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t d = 0; d < H + W - 1; ++d) {
-      const int64_t i_lo = std::max<int64_t>(0, d - (W - 1));
-      const int64_t i_hi = std::min<int64_t>(H - 1, d);
-      at::parallel_for(i_lo, i_hi + 1, grain, [&](int64_t lo, int64_t hi) {
-        std::vector<acc_t> stage(C), sums(C + kSumsPad);
-        for (int64_t i = lo; i < hi; ++i) {
-          const int64_t j = d - i;
-          stage_rhs(stage.data(), b, i, j, j + 1);
-          solve_span_any(g, taps, xp.data(), stage.data(), sums.data(), i, j, j + 1);
+  // Few images: a pipelined wavefront over rows. Threads take rows (of all images) in order
+  // from a shared counter; pixel (i, j) may start once row i-1 is solved through column j (the
+  // rows above then are too), so the pixels being solved at any moment lie along an
+  // anti-diagonal front, every thread busy after a start-up of a few pixels. Rows are handed
+  // out in increasing order, so the row a thread waits on is always held by a running thread:
+  // no deadlock, also when the pool runs fewer threads than asked (it then runs in order).
+  std::vector<acc_t> xp_all(B * image, acc_t(0));
+  const int64_t rows = B * H;
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[rows]);
+  for (int64_t r = 0; r < rows; ++r) done[r].store(0, std::memory_order_relaxed);
+  std::atomic<int64_t> next_row{0};
+  const int64_t lag = 4;
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    std::vector<acc_t> stage(W * C), sums(C + kSumsPad);
+    for (int64_t r = next_row.fetch_add(1); r < rows; r = next_row.fetch_add(1)) {
+      const int64_t b = r / H, i = r % H;
+      acc_t* xp = xp_all.data() + b * image;
+      stage_rhs(stage.data(), b, i);
+      for (int64_t j = 0; j < W;) {
+        // Wait for a run of `lag` solved columns above: fewer hand-offs of the cache lines
+        // both threads touch than pixel-by-pixel following.
+        const int64_t want = std::min(W, j + lag);
+        int64_t ready = W;  // columns of row i-1 already solved
+        if (i > 0) {
+          for (int spins = 0; (ready = done[r - 1].load(std::memory_order_acquire)) < want; ++spins)
+            if (spins > 64) std::this_thread::yield();
         }
-      });
+        solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, ready);
+        j = ready;
+        done[r].store(j, std::memory_order_release);
+      }
+      store_row(b, xp, i);
     }
-    at::parallel_for(0, H, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) store_row(b, xp.data(), i);
-    });
-  }
+  });
 }
 
 at::Tensor inv_conv2d_cpu(const at::Tensor& y, const at::Tensor& weight, c10::string_view order,
