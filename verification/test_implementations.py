@@ -176,3 +176,15 @@ def test_ill_conditioned_current_tap_stays_within_the_bound(dtype, order, seed):
     for got, expected in ((ic.inv_conv2d(y, wt, order), dense.solve(to_np(y))),
                           (ic.inv_conv2d_transpose(y, wt, order), dense.solve_transpose(to_np(y)))):
         assert rel_err(to_np(got), expected) <= tol
+
+
+def test_inverse_residual_reports_conditioning():
+    """Small for a healthy weight; large or not finite (overflow) when the current tap is
+    nearly singular -- either way it flags the weight instead of passing silently."""
+    w, y = weight_and_input(3, 3, 3, "TL", (2, 3, 6, 6), torch.float32)
+    healthy = ic.inverse_residual(y, w)
+    assert healthy.shape == (2,) and torch.all(healthy < 1e-5)
+    bad = w.clone()
+    bad[:, :, 2, 2] = torch.eye(3) * 1e-2 + torch.tril(torch.ones(3, 3), -1)  # cond(L) ~ 1e4
+    flagged = ic.inverse_residual(y, bad)
+    assert torch.all(~torch.isfinite(flagged) | (flagged > 1e-3))
