@@ -37,8 +37,8 @@ void check_operands(const at::Tensor& input, const at::Tensor& weight, const cha
 //     L x_p + sum_{t != current} W_t x_{p-t} = y_p
 // is rewritten once per call as
 //     x_p = (L^{-1} y)_p - sum_{t != current} (L^{-1} W_t) x_{p-t},
-// so the right-hand side gets one channel mixing over the whole image (a GEMM, fully parallel)
-// and the sequential wavefront only evaluates taps -- no per-pixel substitution chain.
+// so each pixel is one multiply-accumulate loop over y_p (against M = L^{-1}) and the solved
+// neighbours (against L^{-1} W_t) -- no per-pixel substitution chain.
 // L^{-1} and L^{-1} W_t are formed in float64 from the C x C and C x C x kh x kw weights.
 struct SolvePlan {
   int64_t C = 0;

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["ORDERS", "OPPOSITE", "pad_amounts", "current_tap", "tap_mask", "check_order",
-           "check_operands"]
+           "check_operands", "check_weight_shape"]
 
 ORDERS = ("TL", "TR", "BL", "BR")
 #: The order of the adjoint operator: T(w, o)^T is causal in the opposite corner.
@@ -50,6 +50,12 @@ def tap_mask(weight: torch.Tensor, order: str) -> torch.Tensor:
     mask = torch.ones_like(weight, memory_format=torch.contiguous_format)
     mask[:, :, a, b] = torch.ones(c, c, dtype=weight.dtype, device=weight.device).tril()
     return mask
+
+
+def check_weight_shape(weight: torch.Tensor) -> None:
+    """ValueError unless ``weight`` has shape (C, C, kh, kw) (for the weight-only helpers)."""
+    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
+        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
 
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

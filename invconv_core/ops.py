@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
-from ._geometry import check_operands, check_order, current_tap, pad_amounts, tap_mask
+from ._geometry import (check_operands, check_order, check_weight_shape, current_tap,
+                        pad_amounts, tap_mask)
 
 __all__ = ["causal_conv2d", "inv_conv2d", "inv_conv2d_transpose", "logabsdet",
            "check_invertible", "inverse_residual"]
@@ -88,8 +89,7 @@ def check_invertible(weight: torch.Tensor, order: str = "TL") -> None:
     """Raise ``ValueError`` if ``T(weight, order)`` is singular (a zero or non-finite diagonal
     entry of the current-pixel tap)."""
     check_order(order)
-    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+    check_weight_shape(weight)
     a, b = current_tap(order, weight.shape[2], weight.shape[3])
     diag = weight.detach()[:, :, a, b].diagonal()
     bad = (diag == 0) | ~torch.isfinite(diag)
@@ -107,8 +107,7 @@ def logabsdet(weight: torch.Tensor, height: int, width: int, order: str = "TL") 
     negative.
     """
     check_order(order)
-    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+    check_weight_shape(weight)
     for name, v in (("height", height), ("width", width)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"invconv_core: {name} must be an int >= 1, got {v!r}")

@@ -170,6 +170,7 @@ __attribute__((always_inline)) inline void solve_span_v(const Geometry& g, Packe
   const int64_t C = g.C;
   for (int64_t j = j0; j < j1; ++j) {
     pixel_values<acc_t, V>(g, w.taps, w.neg_mt, xp, y_raw + (j - j0) * C, i, j, sums);
+    // via `sums`: the vector lanes past C must not spill into the next pixel of xp
     acc_t* __restrict dst = xp + ((i + g.kh - 1) * g.Wp + (j + g.kw - 1)) * C;
     for (int64_t c = 0; c < C; ++c) dst[c] = sums[c];
   }

@@ -37,9 +37,9 @@ from .bpd import bits_per_dim, dequantize
 from .data import DATASETS, load_dataset
 from .io import atomic_save, atomic_write_json, save_image_grid
 from .models import MODELS, FlowConfig, build_flow
-from .timing import median_seconds
+from .timing import SHAPES, median_seconds
 
-DEFAULT_LEVELS = {"digits": 2, "mnist": 2, "cifar10": 3, "imagenet32": 3, "imagenet64": 4}
+DEFAULT_LEVELS = {name: levels for name, (_, levels, _) in SHAPES.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
