@@ -12,6 +12,7 @@ from cases import DEVICES, ORDERS, make_weight, rel_err, solve_tolerance, to_np
 from dense_oracle import DenseProblem
 
 import invconv_core as ic
+from invconv_core._geometry import OPPOSITE
 from invconv_core.wavefront import wavefront_solve
 
 
@@ -36,14 +37,59 @@ def test_channel_blocks_match_dense(C, dtype, transpose, device):
     assert rel_err(to_np(got), expected) <= solve_tolerance(dense.cond(), C * 6, dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("W", [1, 3, 8, 9, 31, 32, 33, 47])
+@pytest.mark.parametrize("k", [(1, 1), (3, 1), (1, 4), (3, 3), (2, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_channel_row_split_matches_dense(W, k, dtype, device):
+    """C = 1 splits each row into a correlation with the rows above, vectorised over pixels in
+    tiles of 4 vectors, 1 vector and a scalar tail, and a recurrence along the row: the widths
+    here reach every mix of tiles (8 float64 or 16 float32 lanes per two vectors)."""
+    kh, kw = k
+    order = ORDERS[W % 4]
+    w, y = weight_and_input(1, kh, kw, order, (2, 1, 3, W), dtype, device, seed=W + 10 * kh + kw)
+    dense = DenseProblem(to_np(w), 3, W, order)
+    tol = solve_tolerance(dense.cond(), kh * kw, dtype)
+    assert rel_err(to_np(ic.inv_conv2d(y, w, order)), dense.solve(to_np(y))) <= tol
+    got_t = ic.inv_conv2d_transpose(y, w, order)
+    assert rel_err(to_np(got_t), dense.solve_transpose(to_np(y))) <= tol
+
+
+def _corner(t: torch.Tensor, corner: str, h: int, w: int) -> torch.Tensor:
+    """The h×w block of t at `corner` (an order's name: the side its pixels read from)."""
+    H, W = t.shape[-2:]
+    rows = slice(0, h) if corner[0] == "T" else slice(H - h, H)
+    cols = slice(0, w) if corner[1] == "L" else slice(W - w, W)
+    return t[..., rows, cols]
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 8, 12])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_solving_a_crop_gives_the_crop_bit_for_bit(C, dtype, order, transpose):
+    """A pixel depends only on the pixels on the side of its order (T^T: the opposite side), so
+    solving the block at that corner must give exactly that block of the full solution. In the
+    cropped image the same pixel sits elsewhere in the kernel's vector tiles, scalar tails and
+    row spans (C = 1 vectorises over pixels): the arithmetic must not depend on that."""
+    w, y = weight_and_input(C, 3, 5, order, (2, C, 9, 53), dtype, seed=C)
+    corner = OPPOSITE[order] if transpose else order
+    full = torch.ops.invconv_core.inv_conv2d(y, w, order, transpose)
+    for h, width in [(9, 1), (4, 7), (9, 13), (9, 33), (5, 40), (9, 47)]:
+        crop = torch.ops.invconv_core.inv_conv2d(_corner(y, corner, h, width).contiguous(), w,
+                                                 order, transpose)
+        assert torch.equal(crop, _corner(full, corner, h, width))
+
+
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("order", ORDERS)
-def test_pipelined_wavefront_equals_raster_bit_for_bit(threads, batch, order):
+@pytest.mark.parametrize("C, kh, kw, H, W", [(6, 3, 4, 96, 100), (1, 16, 17, 120, 130)])
+def test_pipelined_wavefront_equals_raster_bit_for_bit(threads, batch, order, C, kh, kw, H, W):
     """batch >= threads (or little work): whole images in raster order per thread; otherwise the
-    pipelined wavefront over rows. Each pixel is computed by the same arithmetic in both, so the
-    results must be identical to the bit."""
-    w, y = weight_and_input(6, 3, 4, order, (batch, 6, 96, 100), torch.float32, seed=batch)
+    pipelined wavefront over rows, whose spans start and stop anywhere in a row. Each pixel is
+    computed by the same arithmetic in both, so the results must be identical to the bit."""
+    w, y = weight_and_input(C, kh, kw, order, (batch, C, H, W), torch.float32, seed=batch)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -121,11 +121,11 @@ __attribute__((always_inline)) inline void pixel_block(const Geometry& g,
   }
 }
 
-// Vector width (lanes) for C channels: a full 32-byte vector when C fills at least half of one.
+// Vector width (lanes) for C >= 2 channels: a full 32-byte vector when C fills at least half
+// of one (C = 1 takes its own path, solve_span_c1).
 template <typename acc_t>
 constexpr int lanes_for(int64_t C) {
-  return C == 1 ? 1 : (C <= int64_t(16 / sizeof(acc_t)) ? int(16 / sizeof(acc_t))
-                                                         : int(32 / sizeof(acc_t)));
+  return C <= int64_t(16 / sizeof(acc_t)) ? int(16 / sizeof(acc_t)) : int(32 / sizeof(acc_t));
 }
 
 template <typename acc_t, int V>
@@ -176,18 +176,78 @@ __attribute__((always_inline)) inline void solve_span_v(const Geometry& g, Packe
   }
 }
 
+// One channel (C = 1): vectorising over channels would leave one lane busy, so the row is split
+// instead. The taps on the rows above read pixels solved before this row: for NB*V pixels at
+// once they are a plain correlation, vectorised over the pixels (lane l = pixel j + l). Only
+// the taps left of the pixel on its own row form a recurrence, run pixel by pixel after, for
+// the first n pixels of the tile. Every pixel sits in a vector lane and sums, in one fixed
+// order, -M y_p, kernel rows 0 .. kh-2, then its own row left to right -- so its value does not
+// depend on where its tile or span starts (pipelined schedule = raster = a cropped image).
+// (A scalar tail would not do: the compiler may fuse the multiply-adds of scalar and vector
+// code differently; a test solves cropped images to check.) Lanes past n read up to V - 1 values past the row's end: the staged
+// right-hand side and the scratch images carry kSumsPad values of slack, and the rows read
+// there are complete (a short tile is only ever the last of a row -- see `step` in solve_cpu).
+template <typename acc_t, int V, int NB>
+__attribute__((always_inline)) inline void c1_tile(const Geometry& g, Packed<acc_t> w,
+                                                   acc_t* __restrict xp,
+                                                   const acc_t* __restrict y_raw, int64_t i,
+                                                   int64_t j, int64_t n) {
+  using L = Lanes<acc_t, V>;
+  using vec = typename L::type;
+  vec acc[NB];
+  const vec neg_m = L::splat(w.neg_mt[0]);
+#pragma GCC unroll 8
+  for (int nb = 0; nb < NB; ++nb) {
+    acc[nb] = neg_m * L::load(y_raw + nb * V);
+    // Opaque to the optimiser: otherwise `acc + x*s` below adds two products, and FMA
+    // contraction may fuse either -- not necessarily the same one in every instantiation.
+    __asm__("" : "+m"(acc[nb]));
+  }
+  for (int64_t a = 0; a + 1 < g.kh; ++a) {
+    const acc_t* __restrict src = xp + (i + a) * g.Wp + j;
+    const acc_t* __restrict wa = w.taps + a * g.kw;
+    for (int64_t b = 0; b < g.kw; ++b) {
+      const vec s = L::splat(wa[b]);
+#pragma GCC unroll 8
+      for (int nb = 0; nb < NB; ++nb) acc[nb] += L::load(src + b + nb * V) * s;
+    }
+  }
+  acc_t partial[NB * V];
+#pragma GCC unroll 8
+  for (int nb = 0; nb < NB; ++nb)
+    for (int v = 0; v < V; ++v) partial[nb * V + v] = L::lane(acc[nb], v);
+  // the recurrence along the row: pixel j + t reads the kw - 1 pixels left of it
+  acc_t* __restrict row = xp + (i + g.kh - 1) * g.Wp + j;
+  const acc_t* __restrict wc = w.taps + (g.kh - 1) * g.kw;
+  for (int64_t t = 0; t < n; ++t) {
+    acc_t s = partial[t];
+    for (int64_t b = 0; b + 1 < g.kw; ++b) s += wc[b] * row[t + b];
+    row[t + g.kw - 1] = -s;
+  }
+}
+
+template <typename acc_t, int V>
+__attribute__((always_inline)) inline void solve_span_c1(const Geometry& g, Packed<acc_t> w,
+                                                         acc_t* xp, const acc_t* y_raw,
+                                                         int64_t i, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+  for (; j + 4 * V <= j1; j += 4 * V) c1_tile<acc_t, V, 4>(g, w, xp, y_raw + (j - j0), i, j, 4 * V);
+  for (; j < j1; j += V)
+    c1_tile<acc_t, V, 1>(g, w, xp, y_raw + (j - j0), i, j, std::min<int64_t>(V, j1 - j));
+}
+
 template <typename acc_t>
 __attribute__((always_inline)) inline void solve_span(const Geometry& g, Packed<acc_t> w,
                                                       acc_t* xp, const acc_t* y_raw, acc_t* sums,
                                                       int64_t i, int64_t j0, int64_t j1) {
   constexpr int wide = 32 / sizeof(acc_t), narrow = 16 / sizeof(acc_t);
   const int v = lanes_for<acc_t>(g.C);
-  if (v == wide)
+  if (g.C == 1)
+    solve_span_c1<acc_t, wide>(g, w, xp, y_raw, i, j0, j1);
+  else if (v == wide)
     solve_span_v<acc_t, wide>(g, w, xp, y_raw, sums, i, j0, j1);
-  else if (v == narrow)
-    solve_span_v<acc_t, narrow>(g, w, xp, y_raw, sums, i, j0, j1);
   else
-    solve_span_v<acc_t, 1>(g, w, xp, y_raw, sums, i, j0, j1);
+    solve_span_v<acc_t, narrow>(g, w, xp, y_raw, sums, i, j0, j1);
 }
 
 // The two instantiations are compiled twice where the toolchain allows: for x86-64-v3
@@ -269,15 +329,22 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
       for (int64_t j = 0; j < W; ++j) res.at(b, c, i, j) = static_cast<scalar_t>(src[j * C + c]);
   };
 
-  // Below this much work (multiply-adds) in all, or per pixel, synchronising threads costs
-  // more than it saves (measured on 2 cores: a 1×12×32×32 or a 1×4×256×256 solve, k=3).
-  const int64_t per_pixel = C * C * g.kh * g.kw;
-  const double work = double(B) * H * W * per_pixel;
-  if (B >= at::get_num_threads() || H == 1 || work < 4e6 || per_pixel < 256) {
+  // Below ~1e6 multiply-adds in all, or with rows too short for two threads to work on one
+  // row pair at once, synchronising threads costs more than it saves (measured on 2 cores:
+  // 1×12×16×16 and 1×4×16×16 lose, 1×4×64×64 and 1×1×256×256 gain 1.1-1.4x, k=3).
+  const double work = double(B) * H * W * C * C * g.kh * g.kw;
+  // Columns a thread solves before it publishes them to the row below: at least a few cache
+  // lines of the scratch row, so two threads rarely touch the same line. Spans then start at
+  // multiples of `step` and end at one or at W; for C = 1, 64 is a multiple of every tile
+  // width, so a short tile (which reads past its end) only ends a row, under complete rows.
+  const int64_t step = std::max<int64_t>(16, 64 / C);
+  static_assert(64 % (4 * 32 / sizeof(float)) == 0, "C = 1 spans must be whole tiles");
+  if (B >= at::get_num_threads() || H == 1 || W < 2 * step || work < 1e6) {
     // Enough images for every thread (or too little work): each thread solves whole images in
     // raster order in one cache-resident scratch image whose zero padding is reused.
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> xp(image, acc_t(0)), stage(W * C), sums(C + kSumsPad);
+      std::vector<acc_t> xp(image + kSumsPad, acc_t(0)), stage(W * C + kSumsPad, acc_t(0)),
+          sums(C + kSumsPad);
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t i = 0; i < H; ++i) {
           stage_rhs(stage.data(), b, i);
@@ -294,14 +361,17 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   // anti-diagonal front, every thread busy after a start-up of a few pixels. Rows are handed
   // out in increasing order, so the row a thread waits on is always held by a running thread:
   // no deadlock, also when the pool runs fewer threads than asked (it then runs in order).
-  std::vector<acc_t> xp_all(B * image, acc_t(0));
+  std::vector<acc_t> xp_all(B * image + kSumsPad, acc_t(0));
   const int64_t rows = B * H;
   std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[rows]);
   for (int64_t r = 0; r < rows; ++r) done[r].store(0, std::memory_order_relaxed);
   std::atomic<int64_t> next_row{0};
+  // A thread starts once `lag` more columns above are solved, and solves at most `step` columns
+  // (as many as are ready) before it publishes them: rows then advance together, one step
+  // apart. (Publishing only whole rows would serialise the rows.)
   const int64_t lag = 4;
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<acc_t> stage(W * C), sums(C + kSumsPad);
+    std::vector<acc_t> stage(W * C + kSumsPad, acc_t(0)), sums(C + kSumsPad);
     for (int64_t r = next_row.fetch_add(1); r < rows; r = next_row.fetch_add(1)) {
       const int64_t b = r / H, i = r % H;
       acc_t* xp = xp_all.data() + b * image;
@@ -315,8 +385,9 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
           for (int spins = 0; (ready = done[r - 1].load(std::memory_order_acquire)) < want; ++spins)
             if (spins > 64) std::this_thread::yield();
         }
-        solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, ready);
-        j = ready;
+        const int64_t end = std::min(ready, j + step);
+        solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, end);
+        j = end;
         done[r].store(j, std::memory_order_release);
       }
       store_row(b, xp, i);
