@@ -1,5 +1,6 @@
 """The compiled core against F.conv2d of the same shape (issue: within 3× on CPU for
-B=16, C=12, 32×32, k=3, float32; on CUDA the targets of the CUDA issue).
+B=16, C=12, 32×32, k=3, float32; on CUDA the targets of the CUDA issue), and on
+single-channel images.
 
 Each group holds the reference (plain conv2d) and our op side by side, so the ratio comes
 from one run: ``pytest bench/test_core_vs_conv2d.py --benchmark-only --benchmark-group-by=group``.
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 import invconv_core as ic
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-SHAPES = [(16, 12, 32, 3)]
+# (B, C, H = W, k): the flow-layer shape of the core issue, then single-channel images as a
+# deconvolution model meets them (C = 1 takes its own, pixel-vectorised path in the CPU kernel).
+SHAPES = [(16, 12, 32, 3), (1, 1, 256, 3), (1, 1, 512, 7), (1, 1, 512, 15), (1, 1, 1024, 3)]
 if torch.cuda.is_available():
     SHAPES += [(100, 12, 16, 3), (100, 12, 32, 3), (100, 48, 8, 3)]
 
