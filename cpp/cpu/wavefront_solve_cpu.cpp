@@ -184,9 +184,10 @@ __attribute__((always_inline)) inline void solve_span_v(const Geometry& g, Packe
 // order, -M y_p, kernel rows 0 .. kh-2, then its own row left to right -- so its value does not
 // depend on where its tile or span starts (pipelined schedule = raster = a cropped image).
 // (A scalar tail would not do: the compiler may fuse the multiply-adds of scalar and vector
-// code differently; a test solves cropped images to check.) Lanes past n read up to V - 1 values past the row's end: the staged
-// right-hand side and the scratch images carry kSumsPad values of slack, and the rows read
-// there are complete (a short tile is only ever the last of a row -- see `step` in solve_cpu).
+// code differently; a test solves cropped images to check.) Lanes past n read up to V - 1
+// values past the row's end: the staged right-hand side and the scratch images carry kSumsPad
+// values of slack, and the rows read there are complete (a short tile is only ever the last
+// of a row -- see `step` in solve_cpu).
 template <typename acc_t, int V, int NB>
 __attribute__((always_inline)) inline void c1_tile(const Geometry& g, Packed<acc_t> w,
                                                    acc_t* __restrict xp,
