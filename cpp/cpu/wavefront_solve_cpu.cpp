@@ -36,6 +36,13 @@ namespace {
 // Scratch slack for the vector lanes past the last channel (4 vectors of 32 bytes of float).
 constexpr int64_t kSumsPad = 32;
 
+// Scratch values (pixels x channels) of its row a thread of the pipelined schedule solves
+// before it publishes them to the row below (at least 16 pixels); see solve_cpu.
+constexpr int64_t kPublishValues = 64;
+// With C = 1 a span is then a whole number of the widest C = 1 tiles (4 vectors of 32 bytes),
+// which the C = 1 path relies on: only the last tile of a row can be short.
+static_assert(kPublishValues % (4 * 32 / sizeof(float)) == 0, "C = 1 spans must be whole tiles");
+
 struct Geometry {
   int64_t C, H, W, kh, kw;
   int64_t Hp, Wp;  // padded scratch size
@@ -331,15 +338,16 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   };
 
   // Below ~1e6 multiply-adds in all, or with rows too short for two threads to work on one
-  // row pair at once, synchronising threads costs more than it saves (measured on 2 cores:
-  // 1×12×16×16 and 1×4×16×16 lose, 1×4×64×64 and 1×1×256×256 gain 1.1-1.4x, k=3).
+  // row pair at once, synchronising threads costs more than it saves (measured on 2 cores,
+  // k=3: 1×12×16×16 and 1×4×16×16 lose, 1×4×64×64 (6e5) breaks even, 1×12×32×32 (1.3e6)
+  // gains 1.05-1.1x, 1×12×64×64 1.3x).
   const double work = double(B) * H * W * C * C * g.kh * g.kw;
   // Columns a thread solves before it publishes them to the row below: at least a few cache
   // lines of the scratch row, so two threads rarely touch the same line. Spans then start at
-  // multiples of `step` and end at one or at W; for C = 1, 64 is a multiple of every tile
-  // width, so a short tile (which reads past its end) only ends a row, under complete rows.
-  const int64_t step = std::max<int64_t>(16, 64 / C);
-  static_assert(64 % (4 * 32 / sizeof(float)) == 0, "C = 1 spans must be whole tiles");
+  // multiples of `step` and end at one or at W; for C = 1, kPublishValues is a multiple of
+  // every tile width, so a short tile (which reads past its end) only ends a row, under
+  // complete rows.
+  const int64_t step = std::max<int64_t>(16, kPublishValues / C);
   if (B >= at::get_num_threads() || H == 1 || W < 2 * step || work < 1e6) {
     // Enough images for every thread (or too little work): each thread solves whole images in
     // raster order in one cache-resident scratch image whose zero padding is reused.
