@@ -39,11 +39,18 @@ at::Tensor causal_conv2d(const at::Tensor& x, const at::Tensor& weight, c10::str
   const Order o = parse_order(std::string(order));
   const OrderGeometry geo = order_geometry(o, weight.size(2), weight.size(3));
   // Zero the current-pixel tap above the channel diagonal (c' > c): output channel c of a
-  // pixel reads channels c' <= c of that pixel, so T is block lower-triangular.
-  at::Tensor mask = at::ones_like(weight, at::MemoryFormat::Contiguous);
-  at::Tensor current = mask.select(2, geo.tap_row).select(2, geo.tap_col);
+  // pixel reads channels c' <= c of that pixel, so T is block lower-triangular. `where`, not a
+  // multiplication by the mask: the ignored entries may hold NaN or inf (0 * NaN = NaN).
+  at::Tensor keep = at::ones(weight.sizes(), weight.options().dtype(at::kBool));
+  at::Tensor current = keep.select(2, geo.tap_row).select(2, geo.tap_col);
   current.copy_(at::ones_like(current).tril());
-  return at::conv2d(at::constant_pad_nd(x, geo.pad), weight * mask);
+  const at::Tensor masked = at::where(keep, weight, at::zeros({}, weight.options()));
+  if (x.size(2) == 0 || x.size(3) == 0) {
+    // No pixels: conv2d rejects the padded (kh-1)-row input, but the answer is simply empty.
+    // Multiplying keeps the result attached to both inputs for autograd (zero gradients).
+    return (x * masked.sum()).contiguous();
+  }
+  return at::conv2d(at::constant_pad_nd(x, geo.pad), masked);
 }
 
 }  // namespace invconv_core

@@ -4,7 +4,7 @@ r"""invconv_core: exact, fast inverse of invertible causal convolutions, with ex
     x = inv_conv2d(y, w, order)         # its exact inverse: a wavefront solve, H+W-1 steps
     logabsdet(w, H, W, order)           # log|det| of causal_conv2d for one image
 
-See DESIGN notes in the README for the math, ``backend_info()`` for what runs.
+The math is in docs/design.md of the repository; ``backend_info()`` tells what runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import _loader
+from ._geometry import ORDERS, current_tap
 from ._version import __version__
 from .ops import (
     causal_conv2d,
@@ -24,9 +25,11 @@ from .ops import (
 
 __all__ = [
     "__version__",
+    "ORDERS",
     "backend_info",
     "causal_conv2d",
     "check_invertible",
+    "current_tap",
     "inv_conv2d",
     "inv_conv2d_transpose",
     "inverse_residual",

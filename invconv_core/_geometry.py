@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ORDERS", "OPPOSITE", "pad_amounts", "current_tap", "tap_mask", "check_order",
-           "check_operands", "check_weight_shape"]
+__all__ = ["ORDERS", "OPPOSITE", "pad_amounts", "current_tap", "tap_mask", "masked_weight",
+           "check_order", "check_operands", "check_weight_shape"]
 
 ORDERS = ("TL", "TR", "BL", "BR")
 #: The order of the adjoint operator: T(w, o)^T is causal in the opposite corner.
@@ -52,13 +52,28 @@ def tap_mask(weight: torch.Tensor, order: str) -> torch.Tensor:
     return mask
 
 
-def check_weight_shape(weight: torch.Tensor) -> None:
-    """ValueError unless ``weight`` has shape (C, C, kh, kw) (for the weight-only helpers)."""
-    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+def masked_weight(weight: torch.Tensor, order: str) -> torch.Tensor:
+    """``weight`` with the masked entries of the current-pixel tap set to 0. A ``where``, not a
+    product with :func:`tap_mask`: the ignored entries may hold NaN or inf (0 · NaN = NaN)."""
+    return torch.where(tap_mask(weight, order).bool(), weight, 0)
 
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_weight_shape(weight: torch.Tensor) -> None:
+    """The checks of the weight-only helpers (logabsdet, check_invertible): a real floating
+    (C, C, kh, kw) tensor with C, kh, kw >= 1; ValueError/TypeError naming ``weight``."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"invconv_core: weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4 or weight.shape[0] != weight.shape[1]:
+        raise ValueError(f"invconv_core: weight must have shape (C, C, kh, kw), got {list(weight.shape)}")
+    if weight.shape[0] < 1 or weight.shape[2] < 1 or weight.shape[3] < 1:
+        raise ValueError(f"invconv_core: weight must have C >= 1, kh >= 1 and kw >= 1, got shape "
+                         f"{list(weight.shape)}")
+    if weight.dtype not in _FLOATING:
+        raise TypeError(f"invconv_core: weight must have a real floating dtype (float16, "
+                        f"bfloat16, float32, float64), got {weight.dtype}")
 
 
 def check_operands(inp: torch.Tensor, weight: torch.Tensor, name: str) -> None:

@@ -54,6 +54,12 @@ try:
     BUILD_INFO = dict(_C.build_info())
 except ImportError as err:  # not built, built against another torch, or disabled
     LOAD_ERROR = f"{type(err).__name__}: {err}"
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isfile(os.path.join(_here, os.pardir, "setup.py")) and "INVCONV_DISABLE" not in LOAD_ERROR:
+        # `python -m invconv_core...` run in a checkout imports the source tree, not the install
+        LOAD_ERROR += (f" (imported from the source checkout {_here}, which has no compiled "
+                       f"core: run from another directory, use `python -I`, or build in place with "
+                       f"`pip install --no-build-isolation -e .`)")
     warnings.warn(
         "invconv_core: the compiled core could not be loaded "
         f"({LOAD_ERROR}); using the pure-PyTorch wavefront implementation, which is correct "

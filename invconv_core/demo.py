@@ -4,23 +4,39 @@ r"""The main job on the embedded default data (scikit-learn's bundled 8×8 handw
 1. the operator: blur the digits with a causal 3×3 kernel, undo it exactly with ``inv_conv2d``,
    time the inverse against ``F.conv2d``;
 2. Inverse-Flow and Glow-1×1 at equal parameter count trained for the same epochs
-   (``invconv-train``), test bits/dim of each, a sample grid of Inverse-Flow;
-3. the paper's two-inv-conv-layer classifier (``invconv-classify``), test accuracy;
-4. the forward/sampling time table against every baseline (``invconv-time``).
+   (:func:`invconv_core.flows.fit`), test bits/dim of each, a sample grid of each;
+3. the paper's two-inv-conv-layer classifier (:func:`invconv_core.flows.train_classifier`);
+4. the forward/sampling time table against every baseline (:func:`invconv_core.flows.time_models`).
 
-Outputs go to ``--out`` (default ``runs/demo``).
+Outputs go to ``--out`` (default ``runs/demo``). Run again into the same directory, the flow
+runs continue from their checkpoints (a finished run is not retrained); ``--fresh`` starts
+over. The demo stops with status 1 if the compiled core is not in use (the pure-PyTorch
+fallback is 20× slower and would make the timings meaningless), unless
+``INVCONV_DISABLE_COMPILED=1`` asks for the fallback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 import invconv_core as ic
+
+from .flows.classify import ClassifierConfig, train_classifier
+from .flows.cli import run_tool
+from .flows.data import DATASET_INFO
+from .flows.errors import CompiledCoreMissing
+from .flows.io import atomic_write_json
+from .flows.models import FlowConfig, build_flow
+from .flows.timing import markdown, matched_config, n_params, time_models
+from .flows.training import TrainConfig, fit
+from .flows.validate import check_output_dir, int_option
 
 
 def load_digits_tensor(dtype=torch.float32) -> torch.Tensor:
@@ -38,7 +54,7 @@ def blur_kernel(channels: int, order: str = "TL", dtype=torch.float32) -> torch.
     for c in range(channels):
         w[c, c] = 0.1
         w[c, :c] += 0.05 / max(c, 1)
-    a, b = ic.ops.current_tap(order, 3, 3)
+    a, b = ic.current_tap(order, 3, 3)
     w[:, :, a, b] = torch.eye(channels, dtype=dtype) + torch.tril(torch.full((channels, channels), 0.05, dtype=dtype), -1)
     return w
 
@@ -88,55 +104,78 @@ def operator_demo(repeats: int = 20, upscale: int = 4) -> dict:
     return results
 
 
-def main(argv=None) -> dict:
-    import json
-    import os
+def require_compiled_core() -> None:
+    """FlowError unless the compiled core serves the ops (or the fallback was asked for)."""
+    info = ic.backend_info()
+    if not info["compiled"] and os.environ.get("INVCONV_DISABLE_COMPILED", "0") != "1":
+        raise CompiledCoreMissing(
+            f"the compiled core is not in use ({info['load_error']}); invconv_core was imported "
+            f"from {os.path.dirname(ic.__file__)}. Install the package (pip install "
+            f"--no-build-isolation .) and run from outside the source tree (or `python -I -m "
+            f"invconv_core.demo`); INVCONV_DISABLE_COMPILED=1 runs the slow fallback on purpose")
 
-    from .flows import classify, timing, train
-    from .flows.models import FlowConfig, build_flow
-    from .flows.timing import matched_config, n_params
 
-    parser = argparse.ArgumentParser(prog="invconv-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "demo"))
-    parser.add_argument("--epochs", type=int, default=40, help="flow training epochs (each model)")
-    parser.add_argument("--steps", type=int, default=8, help="K steps per level")
-    parser.add_argument("--width", type=int, default=64, help="Inverse-Flow's coupling width")
-    parser.add_argument("--classifier-epochs", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=20, help="timing repeats (median is reported)")
-    args = parser.parse_args(argv)
-
+def run_demo(out: str, epochs: int = 40, steps: int = 8, width: int = 64,
+             classifier_epochs: int = 50, repeats: int = 20, fresh: bool = False) -> dict:
+    """The four parts above; returns the summary also written to ``out/summary.json``."""
+    check_output_dir(out, "demo output directory (--out)")
+    require_compiled_core()
     print("== 1. the operator: undo a causal blur of the digits ==")
-    operator_demo(args.repeats)
+    operator_demo(repeats)
 
     print("\n== 2. Inverse-Flow vs Glow-1x1 on digits (equal parameters, equal epochs) ==")
-    base = FlowConfig(model="inverse-flow", image_shape=(1, 8, 8), levels=2, steps=args.steps,
-                      width=args.width, n_bins=17)
+    info = DATASET_INFO["digits"]
+    base = FlowConfig(model="inverse-flow", image_shape=info.image_shape, levels=info.levels,
+                      steps=steps, width=width, n_bins=info.n_bins)
     glow_width = matched_config(base, "glow", n_params(build_flow(base))).width
     results = {}
-    for model, width in (("inverse-flow", args.width), ("glow", glow_width)):
-        out = os.path.join(args.out, model)
-        print(f"-- {model} (coupling width {width}) --")
-        results[model] = train.main(["--dataset", "digits", "--model", model, "--epochs", str(args.epochs),
-                                     "--steps", str(args.steps), "--width", str(width), "--out", out,
-                                     "--no-progress"])
+    for model, w in (("inverse-flow", width), ("glow", glow_width)):
+        run = os.path.join(out, model)
+        resume = not fresh and os.path.isfile(os.path.join(run, "last.pt"))
+        print(f"-- {model} (coupling width {w}){' resuming ' + run if resume else ''} --")
+        results[model] = fit(TrainConfig(out=run, dataset="digits", model=model, epochs=epochs,
+                                         steps=steps, width=w, resume=resume, overwrite=fresh),
+                             log=lambda line: print(line, flush=True))
     for model, m in results.items():
-        print(f"{model:13s} params {m['parameters']:,}  test bits/dim {m['test_bpd']:.4f} "
-              f"(17-level digits, {m['epochs']} epochs)  samples: {os.path.join(args.out, model, 'samples.png')}")
+        print(f"{model:13s} params {m.parameters:,}  test bits/dim {m.test_bpd:.4f} "
+              f"(17-level digits, {m.epochs} epochs)  samples: {os.path.join(out, model, 'samples.png')}")
 
     print("\n== 3. two inv-conv layers + one linear layer classifier ==")
-    cls = classify.main(["--dataset", "digits", "--epochs", str(args.classifier_epochs),
-                         "--out", os.path.join(args.out, "classifier")])
+    # the demo's own artefact, cheap to remake: replaced on every run
+    cls = train_classifier(ClassifierConfig(out=os.path.join(out, "classifier"), dataset="digits",
+                                            epochs=classifier_epochs, overwrite=True))
+    print(f"test accuracy {cls.test_accuracy:.4f} (train {cls.train_accuracy:.4f}) after "
+          f"{cls.epochs} epochs, {cls.invconv_parameters} inv-conv weights, {cls.train_seconds:.1f} s")
 
     print("\n== 4. forward (FT) and sampling (ST) time per batch of 100 ==")
-    rows = timing.main(["--shape", "digits", "--steps", str(args.steps), "--width", str(args.width),
-                        "--repeats", "5"])
-    summary = {"flows": {k: {key: v[key] for key in ("test_bpd", "parameters", "epochs")}
+    rows = time_models(base, "cpu", batch=100, repeats=5)
+    print(markdown(rows, f"digits 1×8×8, L={base.levels}, K={steps}, k=3, batch 100, "
+                         f"CPU ({torch.get_num_threads()} threads), median of 5"))
+    summary = {"backend": ic.backend_info(),
+               "flows": {k: {"test_bpd": v.test_bpd, "parameters": v.parameters, "epochs": v.epochs}
                          for k, v in results.items()},
-               "classifier_test_accuracy": cls["test_accuracy"], "timing": rows}
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+               "classifier_test_accuracy": cls.test_accuracy, "timing": rows}
+    atomic_write_json(summary, os.path.join(out, "summary.json"))
     return summary
 
 
+def main(argv=None) -> int:
+    pos = int_option(1)
+    parser = argparse.ArgumentParser(prog="invconv-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join("runs", "demo"))
+    parser.add_argument("--epochs", type=pos, default=40, help="flow training epochs (each model)")
+    parser.add_argument("--steps", type=pos, default=8, help="K steps per level")
+    parser.add_argument("--width", type=pos, default=64, help="Inverse-Flow's coupling width")
+    parser.add_argument("--classifier-epochs", type=pos, default=50)
+    parser.add_argument("--repeats", type=pos, default=20, help="timing repeats (median is reported)")
+    parser.add_argument("--fresh", action="store_true", help="retrain instead of continuing runs in --out")
+    args = parser.parse_args(argv)
+
+    def body():
+        run_demo(**vars(args))
+        return 0
+    return run_tool(parser.prog, body)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

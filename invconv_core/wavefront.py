@@ -13,17 +13,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._geometry import OPPOSITE, check_operands, check_order, flips, pad_amounts, tap_mask
+from ._geometry import OPPOSITE, check_operands, check_order, flips, masked_weight, pad_amounts
 
 __all__ = ["wavefront_solve", "causal_conv2d_reference"]
 
 
 def causal_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
-    """``conv2d(pad(x), mask(weight))`` for x (N, C, H, W), weight (C, C, kh, kw)."""
+    """``conv2d(pad(x), mask(weight))`` for x (N, C, H, W), weight (C, C, kh, kw); the masked
+    entries of the weight are ignored, whatever they hold (NaN included)."""
     check_operands(x, weight, "x")
     check_order(order)
+    masked = masked_weight(weight, order)
+    if x.shape[2] == 0 or x.shape[3] == 0:  # no pixels: conv2d rejects the padded input
+        return (x * masked.sum()).contiguous()
     kh, kw = weight.shape[2], weight.shape[3]
-    return F.conv2d(F.pad(x, pad_amounts(order, kh, kw)), weight * tap_mask(weight, order))
+    return F.conv2d(F.pad(x, pad_amounts(order, kh, kw)), masked)
 
 
 def wavefront_solve(y: torch.Tensor, weight: torch.Tensor, order: str = "TL",

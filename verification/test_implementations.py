@@ -210,7 +210,7 @@ def test_ill_conditioned_current_tap_stays_within_the_bound(dtype, order, seed):
     rng = np.random.default_rng(100 + seed)
     C, kh, kw = 4, 3, 3
     w = make_weight(rng, C, kh, kw, order)
-    a, b = ic.ops.current_tap(order, kh, kw)
+    a, b = ic.current_tap(order, kh, kw)
     w[:, :, a, b] = 2.0 * np.tril(rng.standard_normal((C, C)), -1) + np.diag(rng.uniform(0.5, 1.0, C))
     dense = DenseProblem(w, 4, 4, order)
     tol = solve_tolerance(dense.cond(), C * kh * kw, dtype)

@@ -1,4 +1,5 @@
-"""Normalizing flows built on invconv_core: layers, models, data and training entry points.
+"""Normalizing flows built on invconv_core: layers, models, data, and the functions behind the
+command-line tools (each takes a config value and returns a result value).
 
 Direction and sign convention: ``forward(x) -> (z, logabsdet)`` maps data → latent with
 ``logabsdet = log|det ∂z/∂x|``; ``inverse(z) -> (x, logabsdet)`` maps latent → data with the
@@ -6,10 +7,28 @@ negated log-det.
 """
 
 from .bpd import bits_per_dim, dequantize, quantize
+from .checkpoints import load_checkpoint
+from .classify import ClassifierConfig, ClassifierResult, InvConvClassifier, train_classifier
+from .data import DATASET_INFO, DATASETS, DatasetInfo, ImageData, load_dataset
+from .errors import CheckpointError, FlowError, RunExistsError, TrainingDiverged
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
                      ReverseChannels, Squeeze)
-from .models import MODELS, FlowConfig, MultiScaleFlow, build_flow
+from .models import MODELS, FlowConfig, MultiScaleFlow, SplitPrior, build_flow
+from .sampling import load_flow, sample
+from .timing import matched_config, time_models
+from .training import TrainConfig, TrainResult, evaluate_bpd, fit
 
-__all__ = ["ActNorm", "AffineCoupling", "Conv1x1", "FlowSequence", "InvConv2d", "LogitTransform",
-           "ReverseChannels", "Squeeze", "MODELS", "FlowConfig", "MultiScaleFlow", "build_flow", "bits_per_dim",
-           "dequantize", "quantize"]
+__all__ = [
+    # layers and models
+    "ActNorm", "AffineCoupling", "Conv1x1", "FlowSequence", "InvConv2d", "LogitTransform",
+    "ReverseChannels", "Squeeze", "SplitPrior", "MODELS", "FlowConfig", "MultiScaleFlow",
+    "build_flow", "matched_config",
+    # data and bits/dim
+    "DATASET_INFO", "DATASETS", "DatasetInfo", "ImageData", "load_dataset", "bits_per_dim",
+    "dequantize", "quantize",
+    # what the tools do
+    "TrainConfig", "TrainResult", "fit", "evaluate_bpd", "sample", "load_flow", "load_checkpoint",
+    "time_models", "ClassifierConfig", "ClassifierResult", "InvConvClassifier", "train_classifier",
+    # errors
+    "FlowError", "CheckpointError", "RunExistsError", "TrainingDiverged",
+]

@@ -1,28 +1,34 @@
-r"""``invconv-classify``: the paper's small classifier (supplementary §8) — two inverse-of-
-convolution layers and one linear layer.
-
-    invconv-classify --dataset digits --epochs 50 --out runs/cls
+r"""The paper's small classifier (supplementary §8): two inverse-of-convolution layers and one
+linear layer. :func:`train_classifier` takes a :class:`ClassifierConfig` and returns a
+:class:`ClassifierResult`; the command line is ``invconv-classify``.
 
 Each inv-conv layer is a single-channel k×k ``InvConv2d`` in the inverse placement
 (``x ↦ T⁻¹x``) with its current-pixel tap fixed to 1, so it has k² − 1 learnable weights
 (16 for the two 3×3 layers, as in the paper). The layers use opposite orders (TL, then BR) and
 are each followed by a ``tanh``: without a non-linearity the whole model would be one linear
-map, i.e. a linear classifier. Writes ``OUT/metrics.json`` with ``test_accuracy``.
+map, i.e. a linear classifier. Writes ``OUT/classifier.pt`` and ``OUT/metrics.json``; an ``out``
+that already holds them is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import load_dataset
-from .io import atomic_save, atomic_write_json
+from .errors import RunExistsError
+from .io import atomic_save, atomic_write_json, remove_stale_temp_files
 from .layers import InvConv2d
+from .validate import check_output_dir, require_float, require_int
+
+__all__ = ["InvConvClassifier", "ClassifierConfig", "ClassifierResult", "train_classifier",
+           "accuracy", "CLASSIFIER_DATASETS"]
 
 
 class InvConvClassifier(nn.Module):
@@ -53,48 +59,81 @@ def accuracy(model, images, labels, batch=500) -> float:
     return correct / len(images)
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="invconv-classify", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--out", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--kernel-size", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    train, test = load_dataset(args.dataset, "train", args.data_dir), load_dataset(args.dataset, "test", args.data_dir)
+@dataclass(frozen=True)
+class ClassifierConfig:
+    out: str
+    dataset: str = "digits"
+    epochs: int = 50
+    data_dir: str | None = None
+    batch_size: int = 100
+    lr: float = 1e-2
+    kernel_size: int = 3
+    device: str = "cpu"
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"out must be a directory path, got {self.out!r}")
+        if self.dataset not in CLASSIFIER_DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(CLASSIFIER_DATASETS)}, got {self.dataset!r}")
+        for name in ("epochs", "batch_size", "kernel_size"):
+            require_int(name, getattr(self, name), 1)
+        require_float("lr", self.lr, 0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class ClassifierResult:
+    dataset: str
+    epochs: int
+    test_accuracy: float
+    train_accuracy: float
+    train_seconds: float
+    invconv_parameters: int
+    parameters: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CLASSIFIER_DATASETS = ("digits", "mnist")
+_FILES = ("classifier.pt", "metrics.json")
+
+
+def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
+    """Trains the classifier of ``cfg`` and writes it and its metrics to ``cfg.out``.
+    The output directory is checked (writable; no earlier result unless ``overwrite``) before
+    any work."""
+    check_output_dir(cfg.out, "output directory (out)")
+    existing = [f for f in _FILES if os.path.exists(os.path.join(cfg.out, f))]
+    if existing and not cfg.overwrite:
+        raise RunExistsError(f"{cfg.out}: already holds a classifier ({', '.join(existing)}); "
+                             f"replace it with --overwrite or choose another --out")
+    remove_stale_temp_files(cfg.out, _FILES)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    train, test = load_dataset(cfg.dataset, "train", cfg.data_dir), load_dataset(cfg.dataset, "test", cfg.data_dir)
     scale = float(train.n_bins - 1)
     xtr, ytr = (train.images / scale).to(device), train.labels.to(device)
     xte, yte = (test.images / scale).to(device), test.labels.to(device)
-    model = InvConvClassifier(train.shape[1], train.shape[2], 10, args.kernel_size).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = InvConvClassifier(train.shape[1], train.shape[2], 10, cfg.kernel_size).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(args.seed)
-    for epoch in range(args.epochs):
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
         perm = torch.randperm(len(xtr), generator=g).to(device)
-        for i in range(0, len(xtr), args.batch_size):
-            idx = perm[i:i + args.batch_size]
+        for i in range(0, len(xtr), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
             loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     seconds = time.perf_counter() - t0
-    metrics = {"dataset": args.dataset, "epochs": args.epochs, "test_accuracy": accuracy(model, xte, yte),
-               "train_accuracy": accuracy(model, xtr, ytr), "train_seconds": seconds,
-               "invconv_parameters": model.invconv_parameters(),
-               "parameters": sum(q.numel() for q in model.parameters())}
-    os.makedirs(args.out, exist_ok=True)
-    atomic_save({"model": model.state_dict(), "metrics": metrics}, os.path.join(args.out, "classifier.pt"))
-    atomic_write_json(metrics, os.path.join(args.out, "metrics.json"))
-    print(f"test accuracy {metrics['test_accuracy']:.4f} (train {metrics['train_accuracy']:.4f}) after "
-          f"{args.epochs} epochs, {metrics['invconv_parameters']} inv-conv weights, {seconds:.1f} s")
-    return metrics
-
-
-if __name__ == "__main__":
-    main()
+    result = ClassifierResult(
+        dataset=cfg.dataset, epochs=cfg.epochs, test_accuracy=accuracy(model, xte, yte),
+        train_accuracy=accuracy(model, xtr, ytr), train_seconds=seconds,
+        invconv_parameters=model.invconv_parameters(),
+        parameters=sum(q.numel() for q in model.parameters()))
+    atomic_save({"model": model.state_dict(), "metrics": result.to_dict()}, os.path.join(cfg.out, "classifier.pt"))
+    atomic_write_json(result.to_dict(), os.path.join(cfg.out, "metrics.json"))
+    return result

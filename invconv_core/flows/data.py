@@ -21,14 +21,34 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["ImageData", "load_dataset", "DATASETS"]
+__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "load_dataset"]
 
-DATASETS = ("digits", "mnist", "cifar10", "imagenet32", "imagenet64")
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The facts every tool needs about a dataset, in one place."""
+
+    image_shape: tuple      # (C, H, W)
+    n_bins: int             # grey/colour levels per value: bits/dim are w.r.t. these
+    levels: int             # default number of flow levels L
+    lr_step: int            # epochs between learning-rate divisions by 10 (the paper's schedule)
+    needs_data_dir: bool    # False: embedded, no files needed
+
+
+DATASET_INFO = {
+    "digits": DatasetInfo((1, 8, 8), 17, 2, 50, False),
+    "mnist": DatasetInfo((1, 28, 28), 256, 2, 50, True),
+    "cifar10": DatasetInfo((3, 32, 32), 256, 3, 25, True),
+    "imagenet32": DatasetInfo((3, 32, 32), 256, 3, 50, True),
+    "imagenet64": DatasetInfo((3, 64, 64), 256, 4, 50, True),
+}
+DATASETS = tuple(DATASET_INFO)
 
 
 @dataclass
@@ -47,7 +67,7 @@ class ImageData:
 
 def _need_dir(data_dir, name):
     if not data_dir:
-        raise ValueError(f"--data-dir is required for dataset {name!r}")
+        raise ValueError(f"dataset {name!r} needs its files: give data_dir (--data-dir)")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"{data_dir}: data directory for {name!r} does not exist")
 
@@ -56,7 +76,8 @@ def _digits(split: str) -> ImageData:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the 'digits' dataset needs scikit-learn (pip install scikit-learn)") from err
+        raise ImportError("the 'digits' dataset needs scikit-learn (a dependency of invconv-core: "
+                          "pip install scikit-learn)") from err
     d = load_digits()
     perm = np.random.default_rng(0).permutation(len(d.images))
     idx = perm[:1500] if split == "train" else perm[1500:]
@@ -75,8 +96,12 @@ def _open_maybe_gz(path):
 def read_idx(path: str, expected_magic: int, expected_ndim: int) -> np.ndarray:
     """An IDX array (big-endian header: magic, then one int32 per dimension, then uint8 data)."""
     found, f = _open_maybe_gz(path)
-    with f:
-        raw = f.read()
+    try:
+        with f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise ValueError(f"{found}: cannot be read as {'gzip-compressed ' if found.endswith('.gz') else ''}"
+                         f"IDX data ({type(err).__name__}: {err})") from None
     if len(raw) < 4 + 4 * expected_ndim:
         raise ValueError(f"{found}: truncated IDX file ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")

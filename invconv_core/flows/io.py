@@ -1,5 +1,9 @@
-"""Files the CLIs write: checkpoints and JSON atomically (temp file + rename, so an interrupted
-write never leaves a truncated file in place), and PNG image grids without extra dependencies."""
+"""Files the tools write: checkpoints and JSON atomically (temp file + rename, so an interrupted
+write never leaves a truncated file in place), and PNG image grids without extra dependencies.
+
+A temporary file is named ``.tmp-<name>XXXXXXXX`` beside its target. A process killed during a
+write (``kill -9``) cannot remove it; :func:`remove_stale_temp_files` does, when the next run
+starts in that directory (such files are never read)."""
 
 from __future__ import annotations
 
@@ -11,13 +15,15 @@ import zlib
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_json", "save_image_grid"]
+__all__ = ["atomic_save", "atomic_write_json", "save_image_grid", "remove_stale_temp_files"]
+
+_TEMP_PREFIX = ".tmp-"
 
 
 def _atomic_write(path: str, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX + os.path.basename(path), dir=directory)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it the usual permissions
@@ -39,7 +45,27 @@ def atomic_save(obj, path: str) -> None:
 
 
 def atomic_write_json(obj, path: str) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    """Strict JSON (RFC 8259: no NaN/Infinity tokens) to ``path`` atomically. A non-finite
+    number is a ValueError naming the path, raised before anything is written."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ValueError(f"{path}: refusing to write a non-finite number into JSON ({err})") from None
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def remove_stale_temp_files(directory: str, names) -> list[str]:
+    """Deletes the temporary files that interrupted atomic writes of ``names`` (basenames) left
+    in ``directory``; returns their paths. Only a crashed writer leaves them: call it when a
+    run starts, before anything writes there."""
+    removed = []
+    prefixes = tuple(_TEMP_PREFIX + n for n in names)
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if entry.startswith(prefixes) and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(path)
+    return removed
 
 
 def _png_bytes(pixels) -> bytes:

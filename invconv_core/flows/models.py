@@ -23,6 +23,7 @@ all channels, while a k×k causal convolution starts near the identity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -31,24 +32,40 @@ import torch.nn as nn
 
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, InvConv2d,
                      LogitTransform, ReverseChannels, Squeeze, _ZeroConv)
+from .validate import require_int
 
-__all__ = ["FlowConfig", "MultiScaleFlow", "build_flow", "MODELS"]
+__all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "MODELS"]
 
 MODELS = ("inverse-flow", "glow", "emerging", "finc")
 _ORDERS = ("TL", "BR", "TR", "BL")
 _LOG_2PI = math.log(2 * math.pi)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlowConfig:
+    """Architecture of a multi-scale flow: a value (frozen; derive variants with
+    ``dataclasses.replace``). The defaults describe the embedded digits: 1×8×8, 17 levels."""
+
     model: str = "inverse-flow"
     image_shape: tuple = (1, 8, 8)     # (C, H, W)
     levels: int = 2
     steps: int = 4
     width: int = 64                    # hidden channels of each coupling network
     kernel_size: int = 3               # of the k×k invertible convolutions
-    n_bins: int = 256
+    n_bins: int = 17
     logit_alpha: float = 0.05
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {self.image_shape}")
+        for name in ("levels", "steps", "width", "kernel_size"):
+            require_int(name, getattr(self, name), 1)
+        require_int("n_bins", self.n_bins, 2)
+        if not 0 <= self.logit_alpha < 0.5:
+            raise ValueError(f"logit_alpha must be in [0, 0.5), got {self.logit_alpha!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,8 +74,6 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlowConfig":
-        d = dict(d)
-        d["image_shape"] = tuple(d["image_shape"])
         return cls(**d)
 
 
@@ -85,8 +100,10 @@ def _step(model: str, channels: int, index: int, width: int, k: int) -> list[Flo
 
 
 class SplitPrior(nn.Module):
-    """Factors out the last ``C − C//2`` channels with a Gaussian whose mean and log-scale
-    come from a zero-initialised conv of the kept channels."""
+    """Not a flow layer (no bijection, no log-det): the conditional Gaussian prior of a
+    multi-scale split. :meth:`log_prob` scores the last ``C − C//2`` channels given the kept
+    ``C//2`` (mean and log-scale from a zero-initialised conv of the kept channels);
+    :meth:`sample` draws them and returns the full tensor."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -97,12 +114,14 @@ class SplitPrior(nn.Module):
         h = self.conv(kept)
         return h[:, 0::2], h[:, 1::2]
 
-    def forward(self, x):
+    def log_prob(self, x):
+        """x (N, C, H, W) → (kept (N, C//2, H, W), log p(factored-out | kept) of shape (N,))."""
         kept, out = x[:, :self.keep], x[:, self.keep:]
         mean, logs = self._stats(kept)
         return kept, _gaussian_logp(out, mean, logs)
 
-    def inverse(self, kept, temperature: float = 1.0):
+    def sample(self, kept, temperature: float = 1.0):
+        """kept (N, C//2, H, W) → (N, C, H, W): the factored-out channels drawn from the prior."""
         mean, logs = self._stats(kept)
         out = mean + torch.exp(logs) * torch.randn_like(mean) * temperature
         return torch.cat([kept, out], 1)
@@ -149,7 +168,7 @@ class MultiScaleFlow(nn.Module):
             if i < len(self.splits):
                 split = self.splits[i]
                 zs.append(h[:, split.keep:])
-                h, lp = split(h)
+                h, lp = split.log_prob(h)
                 log_prior = log_prior + lp
         zs.append(h)
         return zs, logdet, log_prior + _gaussian_logp(h, self.top_mean, self.top_logs)
@@ -170,7 +189,7 @@ class MultiScaleFlow(nn.Module):
         for i in reversed(range(len(self.levels))):
             if i < len(self.splits):
                 if zs is None:
-                    h = self.splits[i].inverse(h, temperature)
+                    h = self.splits[i].sample(h, temperature)
                 else:
                     h = torch.cat([h, zs[i]], 1)
             h, _ = self.levels[i].inverse(h)
@@ -184,9 +203,7 @@ class MultiScaleFlow(nn.Module):
 
 
 def build_flow(config: FlowConfig | None = None, **overrides) -> MultiScaleFlow:
-    config = config or FlowConfig()
-    for k, v in overrides.items():
-        setattr(config, k, v)
-    if config.model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {config.model!r}")
+    """A new model for ``config`` (default ``FlowConfig()``) with ``overrides`` applied to a copy
+    (``config`` itself is never changed)."""
+    config = dataclasses.replace(config or FlowConfig(), **overrides)
     return MultiScaleFlow(config)

@@ -1,0 +1,88 @@
+"""Reading training checkpoints back, with one clear error for every way a file can be wrong,
+and the random-number state they carry.
+
+A checkpoint written by :func:`invconv_core.flows.fit` holds only tensors, numbers, strings,
+lists and dicts, so it is loaded with ``torch.load(..., weights_only=True)``: opening a
+checkpoint never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+from .models import FlowConfig, MultiScaleFlow, build_flow
+
+__all__ = ["load_checkpoint", "load_flow", "rng_state", "set_rng_state"]
+
+_REQUIRED = ("config", "model")
+
+
+def load_checkpoint(path: str, device="cpu", required=_REQUIRED) -> dict:
+    """The checkpoint dict at ``path``; FileNotFoundError or :class:`CheckpointError` naming
+    the file and what is wrong (not a checkpoint, truncated, missing entries)."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... here
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        # torch's advice to retry with weights_only=False is wrong for a corrupt file
+        detail = type(err).__name__ + (f": {first[:160]}" if first and "weights_only" not in first else "")
+        raise CheckpointError(f"{path}: not a readable invconv-train checkpoint (truncated, "
+                              f"corrupt or another kind of file; {detail})") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in required):
+        found = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{path}: not an invconv-train checkpoint (expected a dict with "
+                              f"{', '.join(map(repr, required))}; found {found})")
+    return ck
+
+
+def load_flow(path: str, device="cpu") -> MultiScaleFlow:
+    """The flow model saved in a checkpoint written by :func:`fit` (``best.pt`` or ``last.pt``),
+    in eval mode on ``device``."""
+    ck = load_checkpoint(path, device)
+    model = flow_from_checkpoint(ck, path).to(device)
+    return model.eval()
+
+
+def flow_from_checkpoint(ck: dict, path: str) -> MultiScaleFlow:
+    try:
+        config = FlowConfig.from_dict(ck["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its model config is not valid ({err})") from None
+    model = build_flow(config)
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise CheckpointError(f"{path}: the saved weights do not match the saved config "
+                              f"{config.to_dict()} ({detail})") from None
+    return model
+
+
+def rng_state() -> dict:
+    """Every random-number state a training step reads, as tensors and plain values (so the
+    checkpoint loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "python": list(random.getstate()),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

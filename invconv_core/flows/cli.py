@@ -1,0 +1,190 @@
+r"""The command-line tools: each parses its arguments, calls one library function, prints, and
+returns an exit status (the console scripts hand it to ``sys.exit``).
+
+Exit status, the same for every tool:
+
+    0    success
+    1    the work failed: a missing or unreadable file, an occupied run directory, a diverged
+         training run, ...: one line ``<tool>: error: <what and where>`` on stderr
+    2    the command line is wrong (argparse): usage and one line naming the option
+    130  interrupted (Ctrl-C); an interrupted training run continues with --resume
+
+Every numeric option is checked by the parser; the output location before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from .classify import CLASSIFIER_DATASETS, ClassifierConfig, train_classifier
+from .data import DATASET_INFO, DATASETS
+from .errors import FlowError
+from .io import save_image_grid
+from .models import MODELS, FlowConfig
+from .sampling import load_flow, sample
+from .timing import markdown, median_seconds, time_models
+from .training import TrainConfig, fit
+from .validate import check_output_file, float_option, int_option
+
+__all__ = ["train_main", "sample_main", "time_main", "classify_main", "run_tool"]
+
+_POS = int_option(1)
+_NONNEG = int_option(0)
+_DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_tool(prog: str, body) -> int:
+    """Runs ``body()`` (which returns an exit status) and turns the errors a user can fix
+    into one line on stderr and status 1, Ctrl-C into 130. Anything else is a bug and keeps
+    its traceback."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (FlowError, ValueError, OSError, ImportError) as err:
+        message = str(err).strip().replace("\n", " ") or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1
+
+
+# ----------------------------------------------------------------------------- invconv-train
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="invconv-train",
+        description="Train a flow (Inverse-Flow or a baseline) and report test bits/dim.",
+        epilog="Writes OUT/last.pt every epoch, OUT/best.pt at the best test bits/dim, "
+               "OUT/samples.png and OUT/metrics.json. Exit status: 0 done, 1 failed (one line on "
+               "stderr), 2 bad command line, 130 interrupted (continue with --resume).")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--model", choices=MODELS, default="inverse-flow")
+    p.add_argument("--epochs", type=_POS, default=20, help="total epochs (a resumed run continues to this)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, samples, metrics)")
+    p.add_argument("--data-dir", default=None, help="directory with the dataset files (not for digits)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
+    p.add_argument("--levels", type=_POS, default=None,
+                   help="L (default: " + ", ".join(f"{k} {v.levels}" for k, v in DATASET_INFO.items()) + ")")
+    p.add_argument("--steps", type=_POS, default=16, help="K steps per level")
+    p.add_argument("--width", type=_POS, default=64, help="hidden channels of the coupling networks")
+    p.add_argument("--kernel-size", type=_POS, default=3)
+    p.add_argument("--batch-size", type=_POS, default=100, help="per process")
+    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-3)
+    p.add_argument("--lr-step", type=_POS, default=None, help="epochs between lr/10 (default 50; 25 for cifar10)")
+    p.add_argument("--grad-clip", type=float_option(0.0), default=100.0, help="max gradient norm (0: off)")
+    p.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
+    p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
+    p.add_argument("--samples", type=_POS, default=64, help="images in samples.png")
+    p.add_argument("--temperature", type=float_option(0.0), default=0.8, help="sampling temperature for samples.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_NONNEG, default=0, help="DataLoader workers")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    return p
+
+
+def train_config_from_args(args) -> TrainConfig:
+    fields = {k: v for k, v in vars(args).items() if k != "no_progress"}
+    return TrainConfig(**fields, progress=not args.no_progress)
+
+
+def train_main(argv=None) -> int:
+    parser = train_parser()
+    args = parser.parse_args(argv)
+
+    def body():
+        fit(train_config_from_args(args), log=lambda line: print(line, flush=True))
+        return 0
+    return run_tool(parser.prog, body)
+
+
+# ----------------------------------------------------------------------------- invconv-sample
+
+def sample_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="invconv-sample",
+                                description="Draw images from a trained flow checkpoint into a grid PNG, with timing.")
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of an invconv-train run")
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--n", type=_POS, default=64, help="number of images")
+    p.add_argument("--temperature", type=float_option(0.0), default=0.8)
+    p.add_argument("--device", default=_DEVICE_DEFAULT)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    def body():
+        check_output_file(args.out, "output PNG (--out)")
+        device = torch.device(args.device)
+        model = load_flow(args.checkpoint, device)
+        images = sample(model, args.n, args.temperature, seed=args.seed)
+        with torch.no_grad():
+            seconds = median_seconds(lambda: model.sample(100, args.temperature), device)
+        save_image_grid(images, args.out, scale=4 if model.config.image_shape[1] <= 16 else 1)
+        print(f"wrote {args.n} samples to {args.out}; sampling takes {seconds * 1e3:.2f} ms per 100 "
+              f"images ({model.config.model}, {device})")
+        return 0
+    return run_tool(p.prog, body)
+
+
+# ----------------------------------------------------------------------------- invconv-time
+
+def time_main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="invconv-time",
+        description="The paper's timing table: forward (FT) and sampling (ST) time per batch, a "
+                    "training step, and parameters, for every model at Inverse-Flow's size.")
+    p.add_argument("--shape", choices=sorted(DATASET_INFO), default="mnist", help="image shape of this dataset")
+    p.add_argument("--levels", type=_POS, default=None, help="L (default: the dataset's)")
+    p.add_argument("--steps", type=_POS, default=16)
+    p.add_argument("--width", type=_POS, default=64, help="Inverse-Flow's coupling width")
+    p.add_argument("--kernel-size", type=_POS, default=3)
+    p.add_argument("--batch", type=_POS, default=100)
+    p.add_argument("--repeats", type=_POS, default=5)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--device", default=_DEVICE_DEFAULT)
+    args = p.parse_args(argv)
+
+    def body():
+        info = DATASET_INFO[args.shape]
+        base = FlowConfig(model="inverse-flow", image_shape=info.image_shape,
+                          levels=args.levels or info.levels, steps=args.steps, width=args.width,
+                          kernel_size=args.kernel_size, n_bins=info.n_bins)
+        device = torch.device(args.device)
+        rows = time_models(base, device, args.batch, args.repeats, args.models)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+        print(markdown(rows, f"{args.shape} {'×'.join(map(str, info.image_shape))}, L={base.levels}, "
+                             f"K={base.steps}, k={base.kernel_size}, batch {args.batch}, {name}, "
+                             f"median of {args.repeats}"))
+        return 0
+    return run_tool(p.prog, body)
+
+
+# ----------------------------------------------------------------------------- invconv-classify
+
+def classify_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="invconv-classify",
+                                description="The paper's classifier: two inverse-of-convolution layers and one linear layer.")
+    p.add_argument("--dataset", choices=CLASSIFIER_DATASETS, default="digits")
+    p.add_argument("--epochs", type=_POS, default=50)
+    p.add_argument("--out", required=True, help="output directory (classifier.pt, metrics.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace a classifier already in OUT")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=_POS, default=100)
+    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-2)
+    p.add_argument("--kernel-size", type=_POS, default=3)
+    p.add_argument("--device", default=_DEVICE_DEFAULT)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    def body():
+        r = train_classifier(ClassifierConfig(**vars(args)))
+        print(f"test accuracy {r.test_accuracy:.4f} (train {r.train_accuracy:.4f}) after "
+              f"{r.epochs} epochs, {r.invconv_parameters} inv-conv weights, {r.train_seconds:.1f} s; "
+              f"wrote {os.path.join(args.out, 'metrics.json')}")
+        return 0
+    return run_tool(p.prog, body)

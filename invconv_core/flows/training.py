@@ -1,0 +1,380 @@
+r"""Training a flow and measuring it: :func:`fit` takes a :class:`TrainConfig` and returns a
+:class:`TrainResult`; :func:`evaluate_bpd` scores a model on a dataset.
+
+    from invconv_core.flows import TrainConfig, fit
+    result = fit(TrainConfig(dataset="digits", model="inverse-flow", epochs=20, out="runs/if"))
+    print(result.test_bpd)
+
+A run directory ``out`` holds ``last.pt`` (after every epoch) and ``best.pt`` (at the best test
+bits/dim), written atomically, with model, optimiser, scheduler, RNG states, config, epoch,
+step and history; ``samples.png``; and ``metrics.json`` (strict JSON: the fields of
+:class:`TrainResult`). A directory that already holds a run is refused unless ``resume=True``
+(continue from ``last.pt`` at the next epoch, same data order and schedule: bit-identical to an
+uninterrupted run on CPU) or ``overwrite=True`` (start over, replacing it).
+
+Multi-process (DDP): launched by torchrun (``WORLD_SIZE`` > 1) each process trains on one GPU
+(``LOCAL_RANK``) -- or the CPU with gloo -- on a shard of the data; only rank 0 writes and
+:func:`fit` returns the result on rank 0 and ``None`` on the others.
+
+Schedule (the paper's): Adam, lr 1e-3, divided by 10 every ``DATASET_INFO[d].lr_step`` epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from .bpd import bits_per_dim, dequantize
+from .checkpoints import flow_from_checkpoint, load_checkpoint, rng_state, set_rng_state
+from .data import DATASET_INFO, DATASETS, ImageData, load_dataset
+from .errors import RunExistsError, TrainingDiverged
+from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
+from .models import MODELS, FlowConfig, build_flow
+from .timing import median_seconds
+from .validate import check_output_dir, require_float, require_int
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate_bpd", "RUN_FILES"]
+
+#: What a run directory holds; any of them present means the directory holds a run.
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "samples.png")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``levels=None`` and ``lr_step=None`` take the dataset's defaults
+    (``DATASET_INFO``); ``max_train``/``max_test`` keep only the first N images."""
+
+    out: str
+    dataset: str = "digits"
+    model: str = "inverse-flow"
+    epochs: int = 20
+    data_dir: str | None = None
+    device: str | None = None          # None: cuda if available, else cpu
+    resume: bool = False
+    overwrite: bool = False
+    levels: int | None = None
+    steps: int = 16
+    width: int = 64
+    kernel_size: int = 3
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_step: int | None = None
+    grad_clip: float = 100.0           # max gradient norm; 0 turns clipping off
+    max_train: int | None = None
+    max_test: int | None = None
+    samples: int = 64                  # images in samples.png
+    temperature: float = 0.8           # of samples.png
+    seed: int = 0
+    workers: int = 0
+    progress: bool = False             # tqdm progress bars
+
+    def __post_init__(self):
+        if not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"out must be a directory path, got {self.out!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run in out, "
+                             "or replace it")
+        for name, minimum in (("epochs", 1), ("steps", 1), ("width", 1), ("kernel_size", 1),
+                              ("batch_size", 1), ("samples", 1), ("workers", 0)):
+            require_int(name, getattr(self, name), minimum)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("levels", "lr_step", "max_train", "max_test"):
+            if getattr(self, name) is not None:
+                require_int(name, getattr(self, name), 1)
+        require_float("lr", self.lr, 0.0, strict=True)
+        require_float("grad_clip", self.grad_clip, 0.0)
+        require_float("temperature", self.temperature, 0.0)
+
+    def flow_config(self, image_shape, n_bins) -> FlowConfig:
+        info = DATASET_INFO[self.dataset]
+        return FlowConfig(model=self.model, image_shape=tuple(image_shape),
+                          levels=self.levels or info.levels, steps=self.steps, width=self.width,
+                          kernel_size=self.kernel_size, n_bins=n_bins)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`fit` measured; ``to_dict()`` is ``metrics.json``."""
+
+    out: str
+    dataset: str
+    model: str
+    n_bins: int
+    test_bpd: float                    # after the last epoch
+    best_test_bpd: float
+    epochs: int                        # trained so far, in all sessions of the run
+    steps: int
+    train_seconds: float
+    sample_seconds_per_100: float
+    forward_seconds_per_100: float
+    parameters: int
+    world_size: int
+    device: str
+    config: dict                       # FlowConfig.to_dict()
+    history: tuple                     # per epoch: {"epoch", "train_bpd", "test_bpd"}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["history"] = [dict(h) for h in self.history]
+        return d
+
+
+class _Dist:
+    """Process-group facts; a single process when not launched by torchrun."""
+
+    def __init__(self, device_arg):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and (device_arg is None or device_arg.startswith("cuda"))
+        self.device = torch.device(device_arg or "cpu")  # validated before any process group
+        self.started = False
+        if self.world > 1:
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            self.started = True
+        if use_cuda:
+            self.device = torch.device(device_arg if device_arg and self.world == 1 else f"cuda:{self.local_rank}")
+            torch.cuda.set_device(self.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self):
+        if self.started:
+            dist.destroy_process_group()
+
+
+def _evaluate(model, loader, n_bins, device, ctx: _Dist, seed: int) -> float:
+    model.eval()
+    g = torch.Generator(device="cpu").manual_seed(seed + ctx.rank)
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for k, _ in loader:
+            x = dequantize(k, n_bins, generator=g).to(device)
+            bpd = bits_per_dim(model(x), x[0].numel(), n_bins)
+            total += torch.stack([bpd.double().sum(),
+                                  torch.tensor(float(len(bpd)), dtype=torch.float64, device=device)])
+    ctx.all_sum(total)
+    model.train()
+    return (total[0] / total[1]).item()
+
+
+def evaluate_bpd(model, data: ImageData, batch_size: int = 100, seed: int = 1234) -> float:
+    """Mean per-image bits/dim of ``model`` on ``data`` (w.r.t. ``data.n_bins`` levels), with
+    dequantization noise from a generator seeded with ``seed``, so the number is reproducible."""
+    require_int("batch_size", batch_size, 1)
+    device = next(model.parameters()).device
+    loader = DataLoader(data.dataset(), batch_size=batch_size)
+    single = _Dist.__new__(_Dist)
+    single.world, single.rank = 1, 0
+    return _evaluate(model, loader, data.n_bins, device, single, seed)
+
+
+def _device_arg(device):
+    if device is None:
+        return None
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device")
+    return str(device)
+
+
+def _prepare_run_dir(cfg: TrainConfig) -> None:
+    """Everything about ``out`` that can fail is checked here, before any data is loaded."""
+    check_output_dir(cfg.out, "run directory (out)")
+    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(cfg.out, f))]
+    if cfg.resume:
+        if not os.path.isfile(os.path.join(cfg.out, "last.pt")):
+            raise FileNotFoundError(f"{os.path.join(cfg.out, 'last.pt')}: no checkpoint to resume from")
+    elif existing and not cfg.overwrite:
+        raise RunExistsError(f"{cfg.out}: already holds a run ({', '.join(existing)}); resume it "
+                             f"(--resume) or replace it (--overwrite)")
+
+
+def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
+    """Train (or continue training) the flow of ``cfg`` and return what was measured.
+
+    ``log`` receives one line per epoch and a summary (rank 0 only). Raises, before any data is
+    loaded: ValueError for bad values, :class:`RunExistsError` for an occupied run directory,
+    OSError for an unusable one. During training, :class:`TrainingDiverged` when the loss or the
+    test bits/dim stops being finite (``last.pt`` and ``best.pt`` of the last good epoch are kept).
+    """
+    device = _device_arg(cfg.device)
+    _prepare_run_dir(cfg)
+    ctx = _Dist(device)
+    try:
+        return _fit(cfg, ctx, log)
+    finally:
+        ctx.close()
+
+
+def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
+    from tqdm.auto import tqdm
+
+    device = ctx.device
+    if ctx.main:
+        for path in remove_stale_temp_files(cfg.out, RUN_FILES):
+            log(f"removed {path}, left by an interrupted write")
+        if cfg.overwrite:
+            for f in RUN_FILES:
+                if os.path.exists(os.path.join(cfg.out, f)):
+                    os.unlink(os.path.join(cfg.out, f))
+    ctx.barrier()
+    torch.manual_seed(cfg.seed + ctx.rank)
+    np.random.seed(cfg.seed + ctx.rank)
+    random.seed(cfg.seed + ctx.rank)
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    if cfg.max_train is not None:
+        train = ImageData(train.images[:cfg.max_train], train.labels[:cfg.max_train], train.n_bins)
+    if cfg.max_test is not None:
+        test = ImageData(test.images[:cfg.max_test], test.labels[:cfg.max_test], test.n_bins)
+    config = cfg.flow_config(train.shape, train.n_bins)
+    model = build_flow(config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
+
+    def loader(data, shuffle, epoch):
+        ds = data.dataset()
+        if ctx.world > 1:
+            sampler = DistributedSampler(ds, ctx.world, ctx.rank, shuffle=shuffle, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        elif shuffle:  # the order depends only on (seed, epoch): a resumed run sees the same batches
+            sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        else:
+            sampler = None
+        return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                          drop_last=shuffle and len(ds) >= cfg.batch_size * ctx.world)
+
+    last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
+    start_epoch, step, best, history, train_seconds = 0, 0, math.inf, [], 0.0
+    if cfg.resume:
+        ck = load_checkpoint(last_path, device, required=("config", "model", "optimizer",
+                                                          "scheduler", "rng", "epoch", "step"))
+        if ck["config"] != config.to_dict():
+            raise ValueError(f"{last_path}: checkpoint config {ck['config']} differs from this run's "
+                             f"{config.to_dict()}")
+        model.load_state_dict(flow_from_checkpoint(ck, last_path).state_dict())
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck["best_test_bpd"]
+        history, train_seconds = list(ck.get("history", [])), ck.get("train_seconds", 0.0)
+        if start_epoch > cfg.epochs:
+            raise ValueError(f"{last_path}: the run has trained {start_epoch} epochs, more than "
+                             f"epochs={cfg.epochs}; ask for at least {start_epoch}")
+        set_rng_state(ck["rng"][ctx.rank] if isinstance(ck["rng"], list) else ck["rng"])
+    else:
+        # ActNorm's data-dependent init on the first batch (statistics averaged across ranks)
+        k0, _ = next(iter(loader(train, True, 0)))
+        with torch.no_grad():
+            model(dequantize(k0, train.n_bins).to(device))
+
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if ctx.world > 1 else model
+    dims = model.dims
+    test_loader = loader(test, False, 0)
+    kept = "last.pt and best.pt of the last good epoch are kept" if history else "no checkpoint was written"
+
+    def diverged(value, where):
+        return TrainingDiverged(f"training diverged: {where} became {value} at epoch {epoch + 1}, "
+                                f"step {step}; {kept} in {cfg.out}. Lower the learning rate "
+                                f"(lr={cfg.lr:g}) or clip the gradient norm (grad_clip={cfg.grad_clip:g})")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        bar = tqdm(loader(train, True, epoch), disable=not cfg.progress or not ctx.main,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        running = 0.0
+        for i, (k, _) in enumerate(bar):
+            x = dequantize(k, train.n_bins).to(device)
+            loss = bits_per_dim(net(x), dims, train.n_bins).mean()
+            value = loss.item()
+            bad = torch.tensor(0.0 if math.isfinite(value) else 1.0, device=device)
+            if bool(ctx.all_sum(bad).item()):  # every rank stops together
+                step += 1
+                raise diverged(value if not math.isfinite(value) else "non-finite on another rank",
+                               "the training loss")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            running = value if i == 0 else 0.9 * running + 0.1 * value
+            bar.set_postfix(loss_bpd=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        sched.step()
+        train_seconds += time.perf_counter() - t0
+        test_bpd = _evaluate(model, test_loader, train.n_bins, device, ctx, seed=1234)
+        if not math.isfinite(test_bpd):
+            raise diverged(test_bpd, "the test bits/dim")
+        history.append({"epoch": epoch + 1, "train_bpd": running, "test_bpd": test_bpd})
+        rngs = [None] * ctx.world
+        if ctx.world > 1:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if ctx.main:
+            log(f"epoch {epoch + 1}/{cfg.epochs}  train bpd {running:.4f}  test bpd {test_bpd:.4f}")
+            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "rng": rngs, "config": config.to_dict(),
+                  "epoch": epoch, "step": step, "best_test_bpd": min(best, test_bpd),
+                  "history": history, "train_seconds": train_seconds,
+                  "train_config": dataclasses.asdict(cfg)}
+            atomic_save(ck, last_path)
+            if test_bpd < best:
+                atomic_save(ck, best_path)
+        best = min(best, test_bpd)
+        kept = "last.pt and best.pt of the last good epoch are kept"
+        ctx.barrier()
+
+    if not ctx.main:
+        return None
+    model.eval()
+    with torch.no_grad():
+        save_image_grid(model.sample(cfg.samples, cfg.temperature), os.path.join(cfg.out, "samples.png"),
+                        scale=4 if config.image_shape[1] <= 16 else 1)
+        sample_s = median_seconds(lambda: model.sample(100), device)
+        xb = dequantize(test.images[:100], test.n_bins).to(device)
+        if len(xb) < 100:
+            xb = xb.repeat((100 + len(xb) - 1) // len(xb), 1, 1, 1)[:100]
+        forward_s = median_seconds(lambda: model(xb), device)
+    result = TrainResult(
+        out=cfg.out, dataset=cfg.dataset, model=cfg.model, n_bins=train.n_bins,
+        test_bpd=history[-1]["test_bpd"], best_test_bpd=best, epochs=len(history), steps=step,
+        train_seconds=train_seconds, sample_seconds_per_100=sample_s,
+        forward_seconds_per_100=forward_s, parameters=sum(p.numel() for p in model.parameters()),
+        world_size=ctx.world, device=str(device), config=config.to_dict(), history=tuple(history))
+    atomic_write_json(result.to_dict(), os.path.join(cfg.out, "metrics.json"))
+    log(f"test bpd {result.test_bpd:.4f} (best {best:.4f}); sampling {sample_s * 1e3:.1f} ms "
+        f"and forward {forward_s * 1e3:.1f} ms per 100 images; wrote {cfg.out}")
+    return result

@@ -1,0 +1,85 @@
+"""Checks of user input, shared by the library's config values and the command-line parsers, so
+a bad value gets the same one-line message before any work starts, whichever way it came in.
+
+The ``*_option`` factories are argparse ``type=`` callables: argparse turns their
+``ArgumentTypeError`` into ``prog: error: argument --name: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+
+__all__ = ["require_int", "require_float", "int_option", "float_option", "check_output_dir",
+           "check_output_file"]
+
+
+def require_int(name: str, value, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) >= ``minimum``, else ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def require_float(name: str, value, minimum: float, *, strict: bool = False) -> float:
+    """``value`` as a float if it is a finite real >= ``minimum`` (> with ``strict``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def int_option(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_option(minimum: float, *, strict: bool = False):
+    relation = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {relation} {minimum}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected a finite number {relation} {minimum}, got {text}")
+        return value
+    parse.__name__ = f"number {relation} {minimum}"
+    return parse
+
+
+def check_output_dir(path: str, what: str = "output directory") -> str:
+    """Creates ``path`` if needed and proves it writable (a temporary file is created and
+    removed), so an unusable output fails before hours of work instead of after them.
+    Returns the path; OSError/NotADirectoryError naming it otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{path}: the {what} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{path}: the {what} cannot be created or written "
+                              f"({err.strerror or err})") from None
+    return path
+
+
+def check_output_file(path: str, what: str = "output file") -> str:
+    """The directory of ``path`` must exist (or be creatable) and be writable, and ``path``
+    itself must not be a directory."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: the {what} is a directory")
+    check_output_dir(os.path.dirname(os.path.abspath(path)), f"directory of the {what}")
+    return path
