@@ -130,6 +130,8 @@ def _weight_grad(inp: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor
     """``∂/∂weight <grad_out, causal_conv2d(inp, weight, order)>``: a conv2d weight gradient
     (oneDNN/cuDNN), masked like the weight. Differentiable in ``inp`` and ``grad_out``."""
     kh, kw = weight.shape[2], weight.shape[3]
+    if inp.shape[2] == 0 or inp.shape[3] == 0:  # no pixels: conv2d rejects the padded input
+        return (grad_out.sum() * inp.sum()) * torch.zeros_like(weight)
     padded = F.pad(inp, pad_amounts(order, kh, kw))
     if any(isinstance(d, torch.SymInt) for d in (*inp.shape, *weight.shape)):
         # Traced with symbolic shapes (torch.compile(dynamic=True)): Inductor of torch 2.13.0

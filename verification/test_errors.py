@@ -116,3 +116,15 @@ def test_logabsdet_bad_size(height, width):
 def test_logabsdet_bad_weight():
     with pytest.raises(ValueError, match=r"weight must have shape \(C, C, kh, kw\)"):
         ic.logabsdet(torch.randn(3, 2, 2, 2), 4, 4)
+
+
+@pytest.mark.parametrize("helper", ["logabsdet", "check_invertible"])
+def test_weight_helpers_check_the_weight(helper):
+    call = {"logabsdet": lambda w: ic.logabsdet(w, 4, 4), "check_invertible": ic.check_invertible}[helper]
+    for shape in ((3, 3, 0, 2), (3, 3, 2, 0), (0, 0, 2, 2)):
+        with pytest.raises(ValueError, match=r"weight must have C >= 1, kh >= 1 and kw >= 1"):
+            call(torch.ones(shape))
+    with pytest.raises(TypeError, match=r"weight must have a real floating dtype .* got torch.int64"):
+        call(torch.ones(3, 3, 2, 2, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"weight must be a torch.Tensor, got list"):
+        call([[1.0]])

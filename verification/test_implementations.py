@@ -186,6 +186,46 @@ def test_empty_batch(op, device):
     assert y.grad.shape == y.shape and torch.equal(wg.grad, torch.zeros_like(w))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", ["registered", "reference"])
+@pytest.mark.parametrize("junk", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_entries_above_the_diagonal_are_ignored(junk, impl, device):
+    """README: entries of the current tap above the channel diagonal are ignored by both
+    operators, whatever they hold (a product with a 0/1 mask would turn NaN into NaN)."""
+    from invconv_core.wavefront import causal_conv2d_reference
+    causal = {"registered": ic.causal_conv2d, "reference": causal_conv2d_reference}[impl]
+    for order in ORDERS:
+        w, x = weight_and_input(3, 3, 2, order, (2, 3, 5, 4), device=device)
+        a, b = ic.current_tap(order, 3, 2)
+        clean = w.clone()
+        clean[:, :, a, b] = clean[:, :, a, b].tril()
+        w[0, 2, a, b] = junk
+        w[1, 2, a, b] = junk
+        w = w.requires_grad_(True)
+        y = causal(x, w, order)
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(y, causal(x, clean, order), rtol=0, atol=0)
+        assert torch.isfinite(ic.inv_conv2d(y, w, order)).all()
+        y.sum().backward()
+        assert torch.isfinite(w.grad).all() and (w.grad[0, 2, a, b] == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["inv", "causal", "transpose"])
+@pytest.mark.parametrize("shape", [(2, 3, 0, 4), (2, 3, 4, 0), (1, 3, 0, 0)])
+def test_empty_image(op, shape, device):
+    """No pixels: every operator returns an empty result of the input's shape (conv2d alone
+    would reject the padded (kh-1)-row input), and the backward runs."""
+    w, _ = weight_and_input(3, 2, 2, "TL", (1, 3, 4, 4), device=device)
+    y = torch.zeros(shape, dtype=w.dtype, device=device, requires_grad=True)
+    wg = w.clone().requires_grad_(True)
+    f = {"inv": ic.inv_conv2d, "causal": ic.causal_conv2d, "transpose": ic.inv_conv2d_transpose}[op]
+    out = f(y, wg)
+    assert out.shape == shape and out.dtype == y.dtype
+    out.sum().backward()
+    assert y.grad.shape == y.shape and torch.equal(wg.grad, torch.zeros_like(w))
+
+
 def test_forward_is_deterministic():
     w, y = weight_and_input(12, 3, 3, "BR", (4, 12, 16, 16), torch.float32)
     a = ic.inv_conv2d(y, w, "BR")

@@ -344,7 +344,6 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         else:
             rngs = [rng_state()]
         if ctx.main:
-            log(f"epoch {epoch + 1}/{cfg.epochs}  train bpd {running:.4f}  test bpd {test_bpd:.4f}")
             ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                   "scheduler": sched.state_dict(), "rng": rngs, "config": config.to_dict(),
                   "epoch": epoch, "step": step, "best_test_bpd": min(best, test_bpd),
@@ -353,6 +352,8 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
             atomic_save(ck, last_path)
             if test_bpd < best:
                 atomic_save(ck, best_path)
+            # after the checkpoint: an epoch reported is an epoch saved
+            log(f"epoch {epoch + 1}/{cfg.epochs}  train bpd {running:.4f}  test bpd {test_bpd:.4f}")
         best = min(best, test_bpd)
         kept = "last.pt and best.pt of the last good epoch are kept"
         ctx.barrier()
