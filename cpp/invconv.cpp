@@ -1,7 +1,7 @@
 // Operator schemas of the invconv_core library, the composite causal convolution, and the
 // Python module init (which only reports how the core was built).
 //
-//   causal_conv2d(x, weight, order)           y = T(weight, order) x           (DESIGN.md 1)
+//   causal_conv2d(x, weight, order)           y = T(weight, order) x           (docs/design.md §1)
 //   inv_conv2d(y, weight, order, transpose)   x = T^{-1} y, or T^{-T} y if transpose
 //
 // inv_conv2d has a CPU kernel (cpu/wavefront_solve_cpu.cpp) and, when built with CUDA, a CUDA

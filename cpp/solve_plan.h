@@ -10,7 +10,7 @@
 //  * transpose: T(w,o)^T = P T(v, opposite(o)) P with
 //        v[c, c', a, b] = w[C-1-c', C-1-c, kh-1-a, kw-1-b],   P = reverse the channel axis,
 //    so the adjoint solve is the same TL solve with v, the flips of opposite(o) and the channel
-//    axis of the right-hand side and of the result reversed (DESIGN.md section 2).
+//    axis of the right-hand side and of the result reversed (docs/design.md §2).
 //
 // The plan holds the kernel re-packed for the solver (in the accumulation dtype) and the flips,
 // which the kernels apply as index maps when they read the right-hand side and write the result.

@@ -1,4 +1,4 @@
-r"""The four causal orders and the mask of the current-pixel tap (DESIGN.md section 1).
+r"""The four causal orders and the mask of the current-pixel tap (docs/design.md §1).
 
 For an order ``o`` the causal convolution is ``conv2d(pad(x, PAD[o]), mask(w, o))``: with
 ``"TL"`` output pixel (i, j) reads pixels (i', j') with i' <= i and j' <= j; ``"TR"`` reads

@@ -1,6 +1,6 @@
 r"""Public operators: the causal convolution, its exact inverse, and their log-determinant.
 
-Notation (DESIGN.md): ``T = T(w, o)`` is the (C·H·W)×(C·H·W) matrix of
+Notation (docs/design.md): ``T = T(w, o)`` is the (C·H·W)×(C·H·W) matrix of
 ``causal_conv2d(·, w, o)``; it is block-triangular with the lower-triangular C×C current-pixel
 tap on its diagonal, so it is invertible iff every ``w[c, c, current]`` is non-zero and
 ``log|det T| = H·W·Σ_c log|w[c, c, current]|``.
@@ -12,7 +12,7 @@ Backward of ``x = inv_conv2d(y, w)`` for an upstream gradient ``gx = ∂L/∂x``
 
 The adjoint solve is the same solver run on the opposite corner with the kernel flipped and
 its channel axes swapped and reversed: ``T(w,o)^T = P T(v, opposite(o)) P`` (cpp/solve_plan.h).
-This is the paper's Theorems 1 and 2 (paper/supplementary.md) in another form: Theorem 1's
+This is the paper's Theorems 1 and 2 (docs/design.md §2) in another form: Theorem 1's
 impulse responses ∂x_q/∂y_p are the columns of T^{-1}, and ``gy = T^{-T} gx`` sums them
 against gx in one solve instead of forming them; Theorem 2's recursion
 ``∂x_q/∂W_a = -x_{q-a} - Σ W ∂x/∂W_a`` is ``∂x/∂W_a = -T^{-1} (∂T/∂W_a) x``, whose contraction

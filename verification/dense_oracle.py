@@ -1,5 +1,5 @@
 r"""The verification oracle: the dense matrix T of a causal convolution, built entry by entry
-from the definition (DESIGN.md section 1) in float64 NumPy, and SciPy triangular solves on it.
+from the definition (docs/design.md §1) in float64 NumPy, and SciPy triangular solves on it.
 
 Nothing here calls invconv_core or torch's convolution: T[(c,i,j), (c',i',j')] collects
 w[c, c', a, b] for every tap (a, b) of the padded correlation that lands on (i', j'), except the

@@ -62,7 +62,7 @@ DTYPES = [torch.float32, torch.float64]
 def test_forward_matches_dense_solve(case, dtype, device):
     w, y, _ = tensors(case, dtype, device)
     dense = DenseProblem(to_np(w), case.H, case.W, case.order)
-    assert dense.is_lower_in_wavefront_order()  # the oracle's own premise (DESIGN.md 1)
+    assert dense.is_lower_in_wavefront_order()  # the oracle's own premise (docs/design.md §1)
     expected = dense.solve(to_np(y))
     x = ic.inv_conv2d(y, w, case.order)
     assert x.shape == y.shape and x.dtype == dtype and x.device == y.device

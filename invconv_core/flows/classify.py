@@ -1,4 +1,4 @@
-r"""The paper's small classifier (supplementary §8): two inverse-of-convolution layers and one
+r"""The paper's small classifier (§8 of its supplementary material): two inverse-of-convolution layers and one
 linear layer. :func:`train_classifier` takes a :class:`ClassifierConfig` and returns a
 :class:`ClassifierResult`; the command line is ``invconv-classify``.
 

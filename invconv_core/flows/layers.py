@@ -56,7 +56,7 @@ def _inv_softplus(y: float) -> float:
 
 
 class InvConv2d(FlowLayer):
-    r"""Invertible k×k causal convolution ``T`` (DESIGN.md §1) as a flow layer.
+    r"""Invertible k×k causal convolution ``T`` (docs/design.md §1) as a flow layer.
 
     The weight is parametrised so ``T`` is always invertible: the current-pixel tap is lower
     triangular (the ops mask its upper part) with diagonal ``softplus(d) + min_diag > 0``
