@@ -52,7 +52,7 @@ def test_mnist_errors(tmp_path):
         f.write(b"extra")
     with pytest.raises(ValueError, match="IDX header says"):
         load_dataset("mnist", "test", str(tmp_path))
-    with pytest.raises(ValueError, match="--data-dir is required"):
+    with pytest.raises(ValueError, match=r"dataset .mnist. needs its files: give data_dir \(--data-dir\)"):
         load_dataset("mnist", "test", None)
 
 
