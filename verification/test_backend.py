@@ -57,3 +57,14 @@ def test_fallback_warns_once_and_agrees_with_compiled():
     for key, ours in (("x", x), ("gy", gy)):
         err = (res[key] - ours.detach()).norm() / ours.detach().norm()
         assert err <= tol, (key, err.item(), tol)
+
+
+def test_fallback_schemas_match_the_compiled_ones():
+    """The pure-PyTorch fallback defines the operators from _loader.SCHEMAS; they must be the
+    schemas the compiled core registers (cpp/invconv.cpp), or code written against one would
+    break on the other."""
+    from invconv_core import _loader
+    assert ic.backend_info()["compiled"], "needs the compiled core to compare against"
+    registered = tuple(str(getattr(torch.ops.invconv_core, name).default._schema)
+                       for name in ("causal_conv2d", "inv_conv2d"))
+    assert registered == tuple("invconv_core::" + s for s in _loader.SCHEMAS)
