@@ -150,6 +150,9 @@ def test_output_dir_is_checked_before_any_work(tmp_path, monkeypatch):
         fit(tiny(afile))
     with pytest.raises(PermissionError, match="file/run: the run directory .* cannot be created or written"):
         fit(tiny(afile / "run"))  # its parent is a file: it cannot be created
+
+
+def test_unwritable_output_dir_is_refused(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
