@@ -313,3 +313,19 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert proc.stdout.count("test bpd") == 2  # one epoch line and one summary, from rank 0 only
     ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
     assert len(ck["rng"]) == 2
+
+
+def test_checkpoint_of_the_earlier_format_still_resumes(tmp_path):
+    """Runs saved before the library tools stored the numpy RNG state as an ndarray and the
+    python one as a tuple; they load (without allowing arbitrary code) and resume."""
+    import numpy as np
+    out = str(tmp_path / "run")
+    fit(tiny(out, epochs=1), log=lambda line: None)
+    ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
+    for state in ck["rng"]:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        state["numpy"] = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+        state["python"] = tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:])
+    torch.save(ck, os.path.join(out, "last.pt"))
+    m = fit(tiny(out, epochs=2, resume=True), log=lambda line: None)
+    assert m.epochs == 2

@@ -19,13 +19,18 @@ from .models import FlowConfig, MultiScaleFlow, build_flow
 __all__ = ["load_checkpoint", "load_flow", "rng_state", "set_rng_state"]
 
 _REQUIRED = ("config", "model")
+_NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                        getattr(np, "_core", np.core).multiarray._reconstruct]
 
 
 def load_checkpoint(path: str, device="cpu", required=_REQUIRED) -> dict:
     """The checkpoint dict at ``path``; FileNotFoundError or :class:`CheckpointError` naming
     the file and what is wrong (not a checkpoint, truncated, missing entries)."""
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
+        # numpy's array type: checkpoints of versions before 0.1.0's library tools stored the
+        # numpy RNG state as an array (plain data; allowing it runs no code from the file)
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            ck = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: checkpoint not found") from None
     except IsADirectoryError:
@@ -81,8 +86,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys  # an ndarray in older files
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]  # a tuple in older files, a list now
     random.setstate((version, tuple(internal), gauss))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -184,15 +184,21 @@ def _evaluate(model, loader, n_bins, device, ctx: _Dist, seed: int) -> float:
     return (total[0] / total[1]).item()
 
 
+class _SingleProcess:
+    world, rank = 1, 0
+
+    @staticmethod
+    def all_sum(t):
+        return t
+
+
 def evaluate_bpd(model, data: ImageData, batch_size: int = 100, seed: int = 1234) -> float:
     """Mean per-image bits/dim of ``model`` on ``data`` (w.r.t. ``data.n_bins`` levels), with
     dequantization noise from a generator seeded with ``seed``, so the number is reproducible."""
     require_int("batch_size", batch_size, 1)
     device = next(model.parameters()).device
     loader = DataLoader(data.dataset(), batch_size=batch_size)
-    single = _Dist.__new__(_Dist)
-    single.world, single.rank = 1, 0
-    return _evaluate(model, loader, data.n_bins, device, single, seed)
+    return _evaluate(model, loader, data.n_bins, device, _SingleProcess(), seed)
 
 
 def _device_arg(device):
@@ -319,8 +325,10 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
             x = dequantize(k, train.n_bins).to(device)
             loss = bits_per_dim(net(x), dims, train.n_bins).mean()
             value = loss.item()
-            bad = torch.tensor(0.0 if math.isfinite(value) else 1.0, device=device)
-            if bool(ctx.all_sum(bad).item()):  # every rank stops together
+            bad = not math.isfinite(value)
+            if ctx.world > 1:  # every rank stops together, also when only one saw it
+                bad = bool(ctx.all_sum(torch.tensor(float(bad), device=device)).item())
+            if bad:
                 step += 1
                 raise diverged(value if not math.isfinite(value) else "non-finite on another rank",
                                "the training loss")
