@@ -71,9 +71,13 @@ def check_weight_shape(weight: torch.Tensor) -> None:
     if weight.shape[0] < 1 or weight.shape[2] < 1 or weight.shape[3] < 1:
         raise ValueError(f"invconv_core: weight must have C >= 1, kh >= 1 and kw >= 1, got shape "
                          f"{list(weight.shape)}")
-    if weight.dtype not in _FLOATING:
-        raise TypeError(f"invconv_core: weight must have a real floating dtype (float16, "
-                        f"bfloat16, float32, float64), got {weight.dtype}")
+    _check_floating(weight, "weight")
+
+
+def _check_floating(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in _FLOATING:
+        raise TypeError(f"invconv_core: {name} must have a real floating dtype (float16, "
+                        f"bfloat16, float32, float64), got {t.dtype}")
 
 
 def check_operands(inp: torch.Tensor, weight: torch.Tensor, name: str) -> None:
@@ -97,12 +101,8 @@ def check_operands(inp: torch.Tensor, weight: torch.Tensor, name: str) -> None:
         c = inp.shape[1]
         raise ValueError(f"invconv_core: {name} has {c} channels but weight has shape "
                          f"{list(weight.shape)} (expected ({c}, {c}, kh, kw))")
-    if inp.dtype not in _FLOATING:
-        raise TypeError(f"invconv_core: {name} must have a real floating dtype (float16, "
-                        f"bfloat16, float32, float64), got {inp.dtype}")
-    if weight.dtype not in _FLOATING:
-        raise TypeError(f"invconv_core: weight must have a real floating dtype (float16, "
-                        f"bfloat16, float32, float64), got {weight.dtype}")
+    _check_floating(inp, name)
+    _check_floating(weight, "weight")
     if inp.dtype != weight.dtype:
         raise TypeError(f"invconv_core: {name} and weight must have the same dtype, got "
                         f"{inp.dtype} and {weight.dtype}")

@@ -170,11 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=pos, default=20, help="timing repeats (median is reported)")
     parser.add_argument("--fresh", action="store_true", help="retrain instead of continuing runs in --out")
     args = parser.parse_args(argv)
-
-    def body():
-        run_demo(**vars(args))
-        return 0
-    return run_tool(parser.prog, body)
+    return run_tool(parser.prog, lambda: run_demo(**vars(args)))
 
 
 if __name__ == "__main__":

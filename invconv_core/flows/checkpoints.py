@@ -16,7 +16,7 @@ import torch
 from .errors import CheckpointError
 from .models import FlowConfig, MultiScaleFlow, build_flow
 
-__all__ = ["load_checkpoint", "load_flow", "rng_state", "set_rng_state"]
+__all__ = ["load_checkpoint", "load_flow", "load_weights", "rng_state", "set_rng_state"]
 
 _REQUIRED = ("config", "model")
 _NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
@@ -61,14 +61,19 @@ def flow_from_checkpoint(ck: dict, path: str) -> MultiScaleFlow:
         config = FlowConfig.from_dict(ck["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its model config is not valid ({err})") from None
-    model = build_flow(config)
+    return load_weights(build_flow(config), ck, path)
+
+
+def load_weights(model: MultiScaleFlow, ck: dict, path: str) -> MultiScaleFlow:
+    """``model`` with the weights of checkpoint ``ck`` (read from ``path``) loaded;
+    :class:`CheckpointError` naming the file when they do not fit the model's config."""
     try:
         model.load_state_dict(ck["model"])
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
         raise CheckpointError(f"{path}: the saved weights do not match the saved config "
-                              f"{config.to_dict()} ({detail})") from None
+                              f"{model.config.to_dict()} ({detail})") from None
     return model
 
 

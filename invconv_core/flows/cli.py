@@ -38,11 +38,12 @@ _DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_tool(prog: str, body) -> int:
-    """Runs ``body()`` (which returns an exit status) and turns the errors a user can fix
-    into one line on stderr and status 1, Ctrl-C into 130. Anything else is a bug and keeps
-    its traceback."""
+    """Runs ``body()`` and returns the exit status: 0 when it returns, 1 with one line on stderr
+    for the errors a user can fix, 130 for Ctrl-C. Anything else is a bug and keeps its
+    traceback."""
     try:
-        return body()
+        body()
+        return 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -97,11 +98,8 @@ def train_config_from_args(args) -> TrainConfig:
 def train_main(argv=None) -> int:
     parser = train_parser()
     args = parser.parse_args(argv)
-
-    def body():
-        fit(train_config_from_args(args), log=lambda line: print(line, flush=True))
-        return 0
-    return run_tool(parser.prog, body)
+    return run_tool(parser.prog,
+                    lambda: fit(train_config_from_args(args), log=lambda line: print(line, flush=True)))
 
 
 # ----------------------------------------------------------------------------- invconv-sample
@@ -127,7 +125,6 @@ def sample_main(argv=None) -> int:
         save_image_grid(images, args.out, scale=4 if model.config.image_shape[1] <= 16 else 1)
         print(f"wrote {args.n} samples to {args.out}; sampling takes {seconds * 1e3:.2f} ms per 100 "
               f"images ({model.config.model}, {device})")
-        return 0
     return run_tool(p.prog, body)
 
 
@@ -160,7 +157,6 @@ def time_main(argv=None) -> int:
         print(markdown(rows, f"{args.shape} {'×'.join(map(str, info.image_shape))}, L={base.levels}, "
                              f"K={base.steps}, k={base.kernel_size}, batch {args.batch}, {name}, "
                              f"median of {args.repeats}"))
-        return 0
     return run_tool(p.prog, body)
 
 
@@ -186,5 +182,4 @@ def classify_main(argv=None) -> int:
         print(f"test accuracy {r.test_accuracy:.4f} (train {r.train_accuracy:.4f}) after "
               f"{r.epochs} epochs, {r.invconv_parameters} inv-conv weights, {r.train_seconds:.1f} s; "
               f"wrote {os.path.join(args.out, 'metrics.json')}")
-        return 0
     return run_tool(p.prog, body)

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .bpd import bits_per_dim, dequantize
-from .checkpoints import flow_from_checkpoint, load_checkpoint, rng_state, set_rng_state
+from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
 from .data import DATASET_INFO, DATASETS, ImageData, load_dataset
 from .errors import RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
@@ -289,7 +289,7 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         if ck["config"] != config.to_dict():
             raise ValueError(f"{last_path}: checkpoint config {ck['config']} differs from this run's "
                              f"{config.to_dict()}")
-        model.load_state_dict(flow_from_checkpoint(ck, last_path).state_dict())
+        load_weights(model, ck, last_path)  # its config was just checked equal to this run's
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck["best_test_bpd"]
