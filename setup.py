@@ -10,12 +10,15 @@ separate (multi-GB) torch instead of building against the one installed.
 
 import glob
 import os
+import sys
 
 import torch
 from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import build_flags  # noqa: E402  (the flags, shared with the compile checks)
 
 
 def _want_cuda() -> bool:
@@ -26,26 +29,36 @@ def _want_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
-def _extension():
+def _extensions():
     debug = os.environ.get("DEBUG", "0") == "1"
-    opt = ["-O0", "-g"] if debug else ["-O3"]
+    opt = build_flags.opt_flags(debug)
     sources = sorted(glob.glob(os.path.join("cpp", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("cpp", "cpu", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("cpp", "cuda", "*.cu")))
-    cxx = opt + ["-std=c++20", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi"]
+    cxx = opt + build_flags.CXX
     kwargs = dict(extra_link_args=["-fopenmp"])
     if _want_cuda() and cuda_sources:
-        return CUDAExtension(
+        core = CUDAExtension(
             "invconv_core._C",
             sources + cuda_sources,
             define_macros=[("INVCONV_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": opt + ["-std=c++17", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": opt + build_flags.NVCC},
             **kwargs,
         )
-    return CppExtension("invconv_core._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    else:
+        core = CppExtension("invconv_core._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    # The CUDA kernel's source run on the CPU under the SIMT emulation: a test-only operator
+    # (torch.ops.invconv_simt.inv_conv2d) that verifies the kernel on machines without a GPU.
+    emulation = CppExtension(
+        "invconv_core._simt",
+        [os.path.join("cpp", "emulation", "emulated_op.cpp"), os.path.join("cpp", "solve_plan.cpp")],
+        extra_compile_args={"cxx": opt + build_flags.EMULATION_CXX},
+        extra_link_args=["-pthread"],
+    )
+    return [core, emulation]
 
 
 setup(
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

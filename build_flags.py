@@ -1,0 +1,57 @@
+"""Compiler flags of the C++/CUDA sources, in one place for the three builds that use them:
+setup.py (the package), the nvcc compile check (verification/test_cuda_compile.py) and the
+ThreadSanitizer driver of the emulated kernel (verification/test_cuda_emulation.py).
+
+Plain data and small functions only: setup.py imports it before torch's build helpers run.
+"""
+
+from __future__ import annotations
+
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CPP_DIR = os.path.join(HERE, "cpp")
+
+# The host C++ of the compiled core. -ffp-contract=fast: FMA contraction; the CPU kernel's
+# results are still bit-identical across thread counts and schedules (one fixed summation order).
+CXX = ["-std=c++20", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi"]
+# nvcc, on top of torch's own (cpp_extension adds -std and the half-operator defines). No
+# --use_fast_math: it flushes denormals to zero, and the solver needs no fast intrinsics.
+NVCC: list[str] = []
+# The SIMT emulation of the CUDA kernel (std::barrier: C++20; a std::thread per CUDA thread).
+EMULATION_CXX = ["-std=c++20", "-pthread"]
+
+
+def opt_flags(debug: bool) -> list[str]:
+    return ["-O0", "-g"] if debug else ["-O3"]
+
+
+# What torch.utils.cpp_extension passes to nvcc for a CUDA extension, for a compile check that
+# calls nvcc directly (on a CPU build of torch, cpp_extension has no CUDA_HOME and will not).
+TORCH_NVCC_DEFINES = [
+    "-D__CUDA_NO_HALF_OPERATORS__",
+    "-D__CUDA_NO_HALF_CONVERSIONS__",
+    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+    "-D__CUDA_NO_HALF2_OPERATORS__",
+    "--expt-relaxed-constexpr",
+]
+
+
+def nvcc_check_command(source: str, output: str, archs: list[str], include_dirs: list[str],
+                       std: str = "c++20") -> list[str]:
+    """nvcc command compiling one .cu of the package to an object, with warnings as errors and
+    the per-kernel resource report (registers, shared memory, stack, spills) on stderr.
+
+    archs: e.g. ["sm_80", "sm_90"]. include_dirs: torch's include paths.
+    ``-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE``: a CPU wheel of torch lacks
+    c10/cuda/impl/cuda_cmake_macros.h, which only a CUDA build generates.
+    """
+    cmd = ["nvcc", "-c", source, "-o", output, f"-std={std}", "-O3", "-Xcompiler", "-fPIC",
+           "-D_GLIBCXX_USE_CXX11_ABI=1", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
+           "-DTORCH_EXTENSION_NAME=_C", "-DINVCONV_WITH_CUDA",
+           "-Werror", "all-warnings", "--resource-usage", *TORCH_NVCC_DEFINES, *NVCC]
+    for arch in archs:
+        cmd += [f"-gencode=arch=compute_{arch[3:]},code={arch}"]
+    for inc in include_dirs:
+        cmd += ["-isystem", inc]
+    return cmd

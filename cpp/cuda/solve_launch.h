@@ -1,0 +1,75 @@
+// Host side of one wavefront-kernel solve, shared by the CUDA glue (inv_conv2d_cuda.cu) and
+// the CPU emulation of the same kernel (emulation/emulated_op.cpp): from the SolvePlan that
+// the CPU kernel uses too, the kernel's parameters -- the flipped index maps of the input and
+// the output, the packed taps, the scratch image -- and its launch configuration. The caller
+// only dispatches the dtype and launches.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <type_traits>
+
+#include "../solve_plan.h"
+#include "wavefront_kernel.cuh"
+
+namespace invconv_core {
+
+// Pointer offset and strides of `t` (N, C, H, W) seen in the canonical TL frame of the plan.
+inline cuda_kernels::View4 canonical_view(const at::Tensor& t, const SolvePlan& plan,
+                                          bool reverse_channels, int64_t* offset) {
+  cuda_kernels::View4 v{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+  *offset = 0;
+  if (reverse_channels) { *offset += (t.size(1) - 1) * v.sc; v.sc = -v.sc; }
+  if (plan.flip_rows) { *offset += (t.size(2) - 1) * v.sh; v.sh = -v.sh; }
+  if (plan.flip_cols) { *offset += (t.size(3) - 1) * v.sw; v.sw = -v.sw; }
+  return v;
+}
+
+// Everything one launch needs; the tensors keep the buffers alive until the launch returns
+// (on a GPU, the caching allocator keeps them valid for the stream's later work).
+template <typename scalar_t, typename acc_t>
+struct PreparedSolve {
+  cuda_kernels::SolveParams<scalar_t, acc_t> params;
+  cuda_kernels::LaunchConfig config;
+  at::Tensor scratch;
+};
+
+// y: the right-hand side (any strides); out: a contiguous tensor of y's shape, dtype and
+// device (not empty). `shared_limit`, `max_threads`, `max_blocks`: the launch limits.
+template <typename scalar_t, typename acc_t>
+PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePlan& plan,
+                                             at::Tensor& out, std::size_t shared_limit,
+                                             int max_threads, int64_t max_blocks) {
+  PreparedSolve<scalar_t, acc_t> s;
+  const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
+  s.config = cuda_kernels::launch_config(B, C, H, W, plan.kh, plan.kw, sizeof(acc_t),
+                                         shared_limit, max_threads, max_blocks);
+  auto& p = s.params;
+  int64_t off = 0;
+  p.ys = canonical_view(y, plan, /*reverse_channels=*/false, &off);  // M reorders the input
+  p.y = y.const_data_ptr<scalar_t>() + off;
+  p.os = canonical_view(out, plan, plan.reverse_channels, &off);
+  p.out = out.mutable_data_ptr<scalar_t>() + off;
+  p.taps = plan.taps.const_data_ptr<acc_t>();
+  p.rhs = plan.rhs_transform.const_data_ptr<acc_t>();
+  p.B = B; p.C = C; p.H = H; p.W = W; p.kh = plan.kh; p.kw = plan.kw;
+  p.taps_in_shared = s.config.taps_in_shared;
+  p.image_in_shared = s.config.image_in_shared;
+  p.scratch = nullptr;
+  p.ss = cuda_kernels::View4{0, 0, 0, 0};
+  if (!s.config.image_in_shared) {
+    if (std::is_same<scalar_t, acc_t>::value) {
+      // the output itself holds the solved values
+      p.scratch = reinterpret_cast<acc_t*>(p.out);
+      p.ss = p.os;
+    } else {
+      // half types: the solved values stay in acc_t (float32), canonical channels-last
+      s.scratch = at::empty({B, H, W, C}, y.options().dtype(plan.taps.scalar_type()));
+      p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
+      p.ss = cuda_kernels::View4{H * W * C, 1, W * C, C};
+    }
+  }
+  return s;
+}
+
+}  // namespace invconv_core
