@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from cases import operands
 from dense_oracle import structure
 from scipy.sparse import csr_array
 from scipy.sparse.linalg import spsolve_triangular
@@ -144,13 +145,10 @@ _FACTORIES = {"compiled": _compiled, "wavefront": _wavefront, "sequential": _seq
 
 
 def make_problem(B, C, m, k, device, dtype=torch.float32, seed=0):
-    """A well-conditioned (y, w, ∂L/∂x) triple: current-tap diagonal 1, other taps small."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(C, C, k, k, generator=g, dtype=dtype) * (0.3 / (C * k * k) ** 0.5)
-    w[:, :, k - 1, k - 1] += torch.eye(C, dtype=dtype)
-    y = torch.randn(B, C, m, m, generator=g, dtype=dtype)
-    gx = torch.randn(B, C, m, m, generator=g, dtype=dtype)
-    return y.to(device), w.to(device), gx.to(device)
+    """A well-conditioned (y, w, ∂L/∂x) triple of shapes (B, C, m, m) and (C, C, k, k), order TL
+    (the verification suite's operand builder)."""
+    w, y, gx = operands(C, k, k, "TL", (B, C, m, m), dtype, device, seed, extra=1)
+    return y, w, gx
 
 
 def timed_callable(method: str, mode: str, B, C, m, k, device, order="TL"):

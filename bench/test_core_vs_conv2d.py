@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import invconv_core as ic
+from cases import DEVICES, operands
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # (B, C, H = W, k): the flow-layer shape of the core issue, then single-channel images as a
 # deconvolution model meets them (C = 1 takes its own, pixel-vectorised path in the CPU kernel).
 SHAPES = [(16, 12, 32, 3), (1, 1, 256, 3), (1, 1, 512, 7), (1, 1, 512, 15), (1, 1, 1024, 3)]
@@ -23,11 +23,8 @@ if torch.cuda.is_available():
 
 
 def _operands(device, B, C, H, k, requires_grad=False):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(C, C, k, k, generator=g) * (0.3 / (C * k * k) ** 0.5)
-    w[:, :, k - 1, k - 1] += torch.eye(C)
-    y = torch.randn(B, C, H, H, generator=g)
-    return (y.to(device).requires_grad_(requires_grad), w.to(device).requires_grad_(requires_grad))
+    w, y = operands(C, k, k, "TL", (B, C, H, H), torch.float32, device, requires_grad=requires_grad)
+    return y, w
 
 
 def _sync(device):

@@ -3,19 +3,16 @@ operators, and torch.compile tracing them."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from cases import DEVICES, ORDERS, make_weight
+from cases import DEVICES, ORDERS
+from cases import operands as _operands
 
 import invconv_core as ic
 
 
 def operands(C, kh, kw, order, shape, device="cpu", seed=0, dtype=torch.float64):
-    rng = np.random.default_rng(seed)
-    w = torch.tensor(make_weight(rng, C, kh, kw, order), dtype=dtype, device=device)
-    y = torch.tensor(rng.standard_normal(shape), dtype=dtype, device=device)
-    return w.requires_grad_(True), y.requires_grad_(True)
+    return _operands(C, kh, kw, order, shape, dtype, device, seed, requires_grad=True)
 
 
 @pytest.mark.parametrize("device", DEVICES)

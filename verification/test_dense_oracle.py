@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from cases import DEVICES, ORDERS, UNIT_ROUNDOFF, make_weight, rel_err, solve_tolerance, to_np
+from cases import (DEVICES, ORDERS, SOLVERS, UNIT_ROUNDOFF, operand_arrays, rel_err, solve,
+                   solve_tolerance, solver_device, to_np)
 from dense_oracle import DenseProblem
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,12 +28,9 @@ class Case:
     order: str
     seed: int
 
-    def arrays(self):
-        rng = np.random.default_rng(self.seed)
-        w = make_weight(rng, self.C, self.kh, self.kw, self.order)
-        y = rng.standard_normal((self.B, self.C, self.H, self.W))
-        g = rng.standard_normal((self.B, self.C, self.H, self.W))
-        return w, y, g
+    def arrays(self):  # weight, y, g
+        return operand_arrays(self.C, self.kh, self.kw, self.order,
+                              (self.B, self.C, self.H, self.W), self.seed, extra=1)
 
     @property
     def terms(self) -> int:  # products summed per unknown
@@ -56,27 +54,28 @@ def tensors(case: Case, dtype, device):
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=cases())
-def test_forward_matches_dense_solve(case, dtype, device):
-    w, y, _ = tensors(case, dtype, device)
+@given(case=cases(max_c=48))
+def test_forward_matches_dense_solve(case, dtype, solver):
+    w, y, _ = tensors(case, dtype, solver_device(solver))
     dense = DenseProblem(to_np(w), case.H, case.W, case.order)
     assert dense.is_lower_in_wavefront_order()  # the oracle's own premise (docs/design.md §1)
     expected = dense.solve(to_np(y))
-    x = ic.inv_conv2d(y, w, case.order)
+    x = solve(solver, y, w, case.order)
     assert x.shape == y.shape and x.dtype == dtype and x.device == y.device
     assert rel_err(to_np(x), expected) <= solve_tolerance(dense.cond(), case.terms, dtype)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=cases())
-def test_transpose_solve_matches_dense(case, dtype, device):
-    w, _, g = tensors(case, dtype, device)
+@given(case=cases(max_c=48))
+def test_transpose_solve_matches_dense(case, dtype, solver):
+    w, _, g = tensors(case, dtype, solver_device(solver))
     dense = DenseProblem(to_np(w), case.H, case.W, case.order)
     expected = dense.solve_transpose(to_np(g))
-    got = ic.inv_conv2d_transpose(g, w, case.order)
+    got = solve(solver, g, w, case.order, transpose=True)
+    assert got.shape == g.shape and got.dtype == dtype and got.device == g.device
     assert rel_err(to_np(got), expected) <= solve_tolerance(dense.cond(), case.terms, dtype)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import DEVICES, ORDERS, make_weight, rel_err, solve_tolerance, to_np
+from cases import DEVICES, ORDERS, make_weight, operands, rel_err, solve_tolerance, to_np
 from dense_oracle import DenseProblem
 
 import invconv_core as ic
@@ -17,10 +17,7 @@ from invconv_core.wavefront import wavefront_solve
 
 
 def weight_and_input(C, kh, kw, order, shape, dtype=torch.float64, device="cpu", seed=0):
-    rng = np.random.default_rng(seed)
-    w = torch.tensor(make_weight(rng, C, kh, kw, order), dtype=dtype, device=device)
-    y = torch.tensor(rng.standard_normal(shape), dtype=dtype, device=device)
-    return w, y
+    return operands(C, kh, kw, order, shape, dtype, device, seed)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -35,8 +35,12 @@
 namespace invconv_core {
 namespace cuda_kernels {
 
-// Threads per block at most; the kernel is compiled for it (__launch_bounds__).
+// Threads per block at most, and blocks of that size an SM should hold at once: the kernel is
+// compiled for both (__launch_bounds__), which caps it at 64 registers per thread. (With the
+// first bound alone ptxas of CUDA 13 spilled the float64 kernel for sm_80 at 48 registers;
+// without a second bound it unrolled to 140+ registers. test_cuda_compile.py checks spills.)
 constexpr int kMaxThreads = 256;
+constexpr int kMinBlocksPerSM = 4;
 // Dynamic shared memory a block may use without opting in to more (every GPU since sm_30).
 constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
 // Blocks per launch at most; a block solves images b, b + gridDim.x, ... (any batch size).
@@ -111,7 +115,7 @@ __device__ inline unsigned char* dynamic_shared_bytes() {
 #endif
 
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSM)
     wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
   acc_t* const shared = reinterpret_cast<acc_t*>(dynamic_shared_bytes());
   const std::int64_t C = p.C, H = p.H, W = p.W, kh = p.kh, kw = p.kw;
@@ -130,14 +134,25 @@ __global__ void __launch_bounds__(kMaxThreads)
   const View4 xv = p.image_in_shared ? View4{0, 1, W * C, C} : p.ss;
   acc_t* const xs = p.image_in_shared ? image : p.scratch;
 
+  // Thread t starts at pair t = (pixel t / C, channel t % C) of a diagonal and steps
+  // blockDim.x pairs at a time, carried by hand: no 64-bit division in the loop (a called
+  // subroutine on the GPU, whose call would spill registers). 32-bit division suffices here:
+  // a thread index and the block size are below 1024.
+  const unsigned Cu = C > static_cast<std::int64_t>(blockDim.x) ? blockDim.x + 1u
+                                                                 : static_cast<unsigned>(C);
+  const std::int64_t first_pixel = threadIdx.x / Cu, first_channel = threadIdx.x % Cu;
+  const std::int64_t step_pixels = blockDim.x / Cu, step_channels = blockDim.x % Cu;
+
   for (std::int64_t b = blockIdx.x; b < p.B; b += gridDim.x) {
     // Staged taps are visible to all (first image); the previous image is no longer read.
     __syncthreads();
     for (std::int64_t d = 0; d < H + W - 1; ++d) {
       const std::int64_t i_lo = imax(0, d - (W - 1));
-      const std::int64_t items = (imin(H - 1, d) - i_lo + 1) * C;
-      for (std::int64_t item = threadIdx.x; item < items; item += blockDim.x) {
-        const std::int64_t i = i_lo + item / C, c = item % C, j = d - i;
+      const std::int64_t pixels = imin(H - 1, d) - i_lo + 1;  // on diagonal d
+      for (std::int64_t k = first_pixel, c = first_channel; k < pixels;
+           k += step_pixels, c += step_channels) {
+        if (c >= C) { c -= C; ++k; if (k >= pixels) break; }
+        const std::int64_t i = i_lo + k, j = d - i;
         acc_t acc = acc_t(0);
         const scalar_t* yp = p.y + p.ys.at(b, 0, i, j);
         const acc_t* m = rhs + c * C;

@@ -1,0 +1,141 @@
+"""The CUDA kernel (cpp/cuda/wavefront_kernel.cuh) without a GPU: its source run on the CPU
+under the SIMT emulation (cpp/emulation/), against the compiled CPU core and the dense oracle
+over the launch configurations a GPU takes for larger problems, and under ThreadSanitizer.
+(The dense-oracle property tests of test_dense_oracle.py run it too: `-k emulated`.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+from cases import ORDERS, emulated_inv_conv2d, operands, rel_err, solve_tolerance, to_np
+from dense_oracle import DenseProblem
+
+import invconv_core as ic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Launch limits that send the kernel down each of its paths: fewer threads than (pixel, channel)
+# pairs on a diagonal, one block solving every image in turn, taps and image in global memory,
+# taps in shared memory but the image in global memory.
+LAUNCHES = {
+    "default": {},
+    "32-threads": {"threads": 32},
+    "one-block": {"max_blocks": 1},
+    "no-shared": {"shared_limit": 0},
+    "taps-only-shared": {"shared_limit": 4000},
+}
+
+
+def _solve_ref(y, w, order, transpose):
+    return (ic.inv_conv2d_transpose if transpose else ic.inv_conv2d)(y, w, order)
+
+
+@pytest.mark.parametrize("launch", sorted(LAUNCHES))
+@pytest.mark.parametrize("C", [1, 5, 13, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_emulated_kernel_agrees_with_cpu_core_and_dense(launch, C, dtype, transpose):
+    order = ORDERS[C % 4]
+    H, W = (3, 4) if C == 48 else (5, 6)
+    w, y = operands(C, 3, 2, order, (3, C, H, W), dtype, seed=C)
+    got = emulated_inv_conv2d(y, w, order, transpose, **LAUNCHES[launch])
+    dense = DenseProblem(to_np(w), H, W, order)
+    tol = solve_tolerance(dense.cond(), C * 6, dtype)
+    expected = dense.solve_transpose(to_np(y)) if transpose else dense.solve(to_np(y))
+    assert got.dtype == dtype and got.shape == y.shape and got.is_contiguous()
+    assert rel_err(to_np(got), expected) <= tol
+    assert rel_err(to_np(got), to_np(_solve_ref(y, w, order, transpose))) <= 2 * tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("launch", ["default", "no-shared"])
+@pytest.mark.parametrize("order", ORDERS)
+def test_emulated_kernel_half_types_accumulate_in_float32(dtype, launch, order):
+    """Stored as half, solved in float32 (the scratch image stays float32 when it is not in
+    shared memory): only the final rounding to the half type differs from a float32 solve."""
+    C = 4
+    w, y = operands(C, 3, 3, order, (2, C, 6, 5), dtype, seed=7)
+    got = emulated_inv_conv2d(y, w, order, **LAUNCHES[launch])
+    assert got.dtype == dtype
+    dense = DenseProblem(to_np(w), 6, 5, order)
+    assert rel_err(to_np(got), dense.solve(to_np(y))) <= solve_tolerance(dense.cond(), C * 9, dtype)
+    ref32 = emulated_inv_conv2d(y.float(), w.float(), order).to(dtype)
+    assert rel_err(to_np(got), to_np(ref32)) <= 2 * solve_tolerance(dense.cond(), C * 9, dtype)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_emulated_kernel_reads_strided_inputs_through_their_strides(transpose):
+    w, y = operands(6, 3, 3, "BR", (3, 6, 7, 5), torch.float64, seed=3)
+    ref = emulated_inv_conv2d(y, w, "BR", transpose)
+    big = torch.zeros(3, 12, 7, 10, dtype=torch.float64)
+    big[:, ::2, :, ::2] = y
+    for variant in (y.to(memory_format=torch.channels_last), big[:, ::2, :, ::2], y.transpose(2, 3).contiguous().transpose(2, 3)):
+        assert not variant.is_contiguous()
+        assert torch.equal(emulated_inv_conv2d(variant, w, "BR", transpose), ref)
+
+
+def test_emulated_kernel_empty_batch_and_kernels_larger_than_the_image():
+    w, y = operands(3, 9, 7, "TR", (0, 3, 4, 4))
+    assert emulated_inv_conv2d(y, w, "TR").shape == (0, 3, 4, 4)
+    w, y = operands(3, 9, 7, "TR", (2, 3, 2, 3))
+    dense = DenseProblem(to_np(w), 2, 3, "TR")
+    assert rel_err(to_np(emulated_inv_conv2d(y, w, "TR")), dense.solve(to_np(y))) <= 1e-12
+
+
+def test_emulated_kernel_many_images_per_block():
+    """Fewer blocks than images: each block solves images b, b + gridDim.x, ... in turn and
+    reuses its shared memory for each."""
+    w, y = operands(2, 2, 2, "TL", (7, 2, 3, 3), seed=5)
+    ref = ic.inv_conv2d(y, w, "TL")
+    for blocks in (1, 2, 3, 7):
+        assert rel_err(to_np(emulated_inv_conv2d(y, w, "TL", max_blocks=blocks)), to_np(ref)) <= 1e-14
+
+
+def test_emulation_rejects_launches_cuda_would_reject():
+    """Like a GPU, the emulation refuses more than 48 KiB of dynamic shared memory (without an
+    opt-in): here the taps of C = 48, 3×3 in float32 (92 KB), allowed by a raised limit."""
+    w, y = operands(48, 3, 3, "TL", (1, 48, 2, 2), torch.float32)
+    with pytest.raises(ValueError, match="48 KiB"):
+        emulated_inv_conv2d(y, w, "TL", shared_limit=1 << 20)
+    with pytest.raises(ValueError, match="threads must be in"):
+        emulated_inv_conv2d(y, w, "TL", threads=2048)
+
+
+# --- ThreadSanitizer -------------------------------------------------------------------------
+
+GXX = shutil.which("g++")
+needs_gxx = pytest.mark.skipif(GXX is None, reason="g++ not found: the race check builds a C++ driver")
+DRIVER = os.path.join(REPO, "cpp", "emulation", "race_check_driver.cpp")
+
+
+def _build_and_run_race_check(tmp_path, *defines, cases=200):
+    exe = tmp_path / "race_check"
+    build = subprocess.run([GXX, "-std=c++20", "-pthread", "-O1", "-g", "-fsanitize=thread",
+                            *defines, "-I", os.path.join(REPO, "cpp"), DRIVER, "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
+    return subprocess.run([str(exe), str(cases), "1"], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@needs_gxx
+def test_kernel_is_race_free_under_thread_sanitizer(tmp_path):
+    run = _build_and_run_race_check(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    assert "ThreadSanitizer" not in run.stderr
+    assert "ok: 200 cases agree" in run.stdout
+
+
+@needs_gxx
+def test_thread_sanitizer_catches_a_missing_diagonal_barrier(tmp_path):
+    """The check can fail: the kernel without its per-diagonal __syncthreads() (a test-only
+    compile switch) is reported as a data race."""
+    run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANT_MISSING_DIAGONAL_BARRIER", cases=40)
+    assert run.returncode == 66, run.stdout + run.stderr[-2000:]
+    assert "WARNING: ThreadSanitizer: data race" in run.stderr
+    assert "wavefront_solve_kernel" in run.stderr
