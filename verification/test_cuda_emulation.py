@@ -98,7 +98,7 @@ def test_emulated_kernel_many_images_per_block():
 def test_emulation_rejects_launches_cuda_would_reject():
     """Like a GPU, the emulation refuses more than 48 KiB of dynamic shared memory (without an
     opt-in): here the taps of C = 48, 3×3 in float32 (92 KB), allowed by a raised limit."""
-    w, y = operands(48, 3, 3, "TL", (1, 48, 2, 2), torch.float32)
+    w, y = operands(48, 3, 3, "TL", (1, 48, 3, 3), torch.float32)
     with pytest.raises(ValueError, match="48 KiB"):
         emulated_inv_conv2d(y, w, "TL", shared_limit=1 << 20)
     with pytest.raises(ValueError, match="threads must be in"):
