@@ -1,0 +1,203 @@
+"""The GPU command: build, verify and time invconv_core on a machine with a CUDA GPU.
+
+    python bench/gpu.py --out DIR [--stages build,verify,bench,flows]
+
+Stages (each selectable, so a run fits in 10-minute pieces; results accumulate in DIR):
+  build   builds the extension for this GPU's architecture (pip install --no-build-isolation
+          -e ., TORCH_CUDA_ARCH_LIST set from the device) and checks backend_info()["cuda"];
+  verify  pytest verification/ (CUDA cases included) and compute-sanitizer memcheck and
+          racecheck on small cases (bench/gpu_sanitizer_cases.py) where it is installed;
+  bench   inverse, adjoint and forward+backward against cuDNN conv2d at the flow shapes, and
+          scaling up to 512², B in {1, 100} (bench/gpu_measure.py);
+  flows   forward / sampling / train-step times of the MNIST- and CIFAR-shaped flows, batch 100.
+Writes DIR/gpu-results.json, DIR/gpu-results.md, DIR/gpu-scaling.png and the logs of each
+stage, and prints a one-screen summary. Nothing is downloaded.
+
+Exit status: 0 every selected stage passed; 1 a stage failed, or no CUDA GPU; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "verification"))
+
+import gpu_report  # noqa: E402
+
+STAGES = ("build", "verify", "bench", "flows")
+
+
+def _stage_list(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in STAGES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(STAGES)}, got {text!r}")
+    return [s for s in STAGES if s in names]  # always in pipeline order
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python bench/gpu.py", description=__doc__,
+        epilog="Results accumulate in --out: run the stages in separate calls if one call "
+               "would take too long.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="directory for the results (created if needed)")
+    p.add_argument("--stages", type=_stage_list, default=list(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--pytest-args", default="", help="extra arguments for pytest verification/, "
+                   "e.g. \"-k 'cuda or emulated'\"")
+    p.add_argument("--repeats", type=_positive_int, default=30,
+                   help="timed calls per measurement (median; default 30)")
+    return p.parse_args(argv)
+
+
+def _run_logged(cmd, log_path, **kwargs) -> tuple[int, str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    output = proc.stdout + proc.stderr
+    with open(log_path, "w", encoding="utf-8") as f:
+        f.write("$ " + shlex.join(map(str, cmd)) + "\n" + output)
+    return proc.returncode, output
+
+
+def _environment() -> dict:
+    import torch
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "python": platform.python_version(), "torch": torch.__version__,
+           "torch CUDA": str(torch.version.cuda), "GPU": torch.cuda.get_device_name(),
+           "compute capability": "%d.%d" % torch.cuda.get_device_capability()}
+    try:
+        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                       capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        env["commit"] = "unknown"
+    return env
+
+
+def stage_build(args) -> dict:
+    import torch
+    arch = "%d.%d" % torch.cuda.get_device_capability()
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=arch, MAX_JOBS=str(os.cpu_count() or 4))
+    env.pop("INVCONV_FORCE_CPU", None)
+    rc, out = _run_logged([sys.executable, "-m", "pip", "install", "--no-build-isolation",
+                           "--no-deps", "-e", REPO], os.path.join(args.out, "build.log"), env=env)
+    if rc != 0:
+        return {"ok": False, "arch": arch, "detail": f"pip install failed (exit {rc}); see build.log"}
+    probe = ("import json, invconv_core as ic; print(json.dumps(ic.backend_info()))")
+    rc, out = _run_logged([sys.executable, "-c", probe], os.path.join(args.out, "backend.log"),
+                          cwd=args.out)
+    info_line = out.strip().splitlines()[-1] if out.strip() else ""
+    ok = rc == 0 and '"cuda": true' in info_line and '"compiled": true' in info_line
+    return {"ok": ok, "arch": arch, "backend_info": info_line,
+            "detail": f"sm_{arch.replace('.', '')}: backend_info {'has' if ok else 'LACKS'} CUDA kernels"}
+
+
+def _find_sanitizer() -> str | None:
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.access(os.path.join(root, "bin", "compute-sanitizer"), os.X_OK):
+            return os.path.join(root, "bin", "compute-sanitizer")
+    return None
+
+
+def stage_verify(args) -> dict:
+    cmd = [sys.executable, "-m", "pytest", os.path.join(REPO, "verification"), "-q",
+           "-p", "no:cacheprovider", *shlex.split(args.pytest_args)]
+    rc, out = _run_logged(cmd, os.path.join(args.out, "verify-pytest.log"), cwd=REPO)
+    counts = gpu_report.pytest_counts(out)
+    sanitizer = {}
+    tool = _find_sanitizer()
+    for check in ("memcheck", "racecheck"):
+        if tool is None:
+            sanitizer[check] = "not installed"
+            continue
+        src, _ = _run_logged([tool, "--tool", check, "--error-exitcode", "3", sys.executable,
+                              os.path.join(HERE, "gpu_sanitizer_cases.py")],
+                             os.path.join(args.out, f"sanitizer-{check}.log"), cwd=REPO)
+        sanitizer[check] = "clean" if src == 0 else f"errors (exit {src}; sanitizer-{check}.log)"
+    ok = rc == 0 and not any(v.startswith("errors") for v in sanitizer.values())
+    detail = (f"pytest: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
+              + ", ".join(f"{k} {v}" for k, v in sanitizer.items()))
+    return {"ok": ok, "pytest": counts, "pytest_exit": rc, "sanitizer": sanitizer, "detail": detail}
+
+
+def stage_bench(args) -> dict:
+    import gpu_measure
+    core = gpu_measure.measure_core(repeats=args.repeats)
+    scaling = gpu_measure.measure_scaling(repeats=max(3, args.repeats // 3))
+    return {"ok": True, "core": core, "scaling": scaling,
+            "detail": f"{len(core)} flow shapes, {len(scaling)} scaling points"}
+
+
+def stage_flows(args) -> dict:
+    import gpu_measure
+    tables = gpu_measure.measure_flows(repeats=max(3, args.repeats // 6))
+    return {"ok": True, "tables": tables, "detail": ", ".join(f"{k}: {len(v)} models" for k, v in tables.items())}
+
+
+RUNNERS = {"build": stage_build, "verify": stage_verify, "bench": stage_bench, "flows": stage_flows}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        print(f"gpu.py: no CUDA GPU visible to torch {torch.__version__} (CUDA build: "
+              f"{torch.version.cuda}); run this on a machine with a GPU and a CUDA build of torch",
+              file=sys.stderr)
+        return 1
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        print(f"gpu.py: --out {args.out!r} is not a writable directory: {err.strerror}", file=sys.stderr)
+        return 1
+    results = gpu_report.load_results(args.out)
+    results["environment"] = _environment()
+    status = 0
+    for name in args.stages:
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            outcome = RUNNERS[name](args)
+        except Exception as err:  # a failed stage is reported, the later stages still run
+            outcome = {"ok": False, "detail": f"{type(err).__name__}: {err}"}
+        outcome["seconds"] = time.perf_counter() - start
+        results["stages"][name] = outcome
+        gpu_report.write_report(results, args.out)
+        if not outcome["ok"]:
+            status = 1
+        print(f"   {'ok' if outcome['ok'] else 'FAILED'} in {outcome['seconds']:.0f} s: {outcome.get('detail', '')}",
+              flush=True)
+    print()
+    print(gpu_report.summary(results))
+    print(f"\nreport: {os.path.join(args.out, gpu_report.RESULTS_MD)}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""A few small CUDA solves for compute-sanitizer (memcheck, racecheck), run by bench/gpu.py:
+every dtype, every order, forward and adjoint, an image kept in shared memory and one too large
+for it (scratch in global memory), a kernel larger than the image, more images than blocks
+would hold in one pass. Exits non-zero if a result is not finite."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "verification"))
+
+import torch  # noqa: E402
+from cases import ORDERS, operands  # noqa: E402
+
+import invconv_core as ic  # noqa: E402
+
+assert ic.backend_info()["cuda"], "the compiled core has no CUDA kernels"
+SHAPES = [(2, 3, 5, 6, 3), (1, 4, 96, 80, 3), (3, 2, 2, 3, 7), (2, 48, 6, 6, 3)]  # B, C, H, W, k
+for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+    for B, C, H, W, k in SHAPES:
+        for order in ORDERS:
+            w, y = operands(C, k, k, order, (B, C, H, W), dtype, "cuda", seed=C + H)
+            for out in (ic.inv_conv2d(y, w, order), ic.inv_conv2d_transpose(y, w, order)):
+                if not torch.isfinite(out).all():
+                    sys.exit(f"non-finite result: {dtype} {(B, C, H, W, k)} {order}")
+torch.cuda.synchronize()
+print("sanitizer cases done")

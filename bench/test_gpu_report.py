@@ -1,0 +1,110 @@
+"""The parts of the GPU command (bench/gpu.py) that run without a GPU: its argument handling
+as a command (exit status, one-line errors) and the report it writes from measured results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import gpu_report
+import pytest
+import torch
+
+GPU_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu.py")
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, GPU_PY, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_describes_the_stages():
+    res = _run("--help")
+    assert res.returncode == 0
+    for word in ("--out", "--stages", "build", "verify", "bench", "flows", "compute-sanitizer"):
+        assert word in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "x", "--stages", "bild"], "argument --stages: expected a comma-separated subset"),
+    (["--out", "x", "--stages", ""], "argument --stages"),
+    (["--out", "x", "--repeats", "0"], "argument --repeats: expected a positive integer"),
+    (["--stages", "bench"], "the following arguments are required: --out"),
+])
+def test_bad_arguments_exit_2_naming_the_option(args, message, tmp_path):
+    res = _run(*args, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_without_a_gpu_it_says_so_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "gpu"
+    res = _run("--out", str(out))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "no CUDA GPU visible to torch" in res.stderr
+    assert not out.exists()
+
+
+def _results():
+    core = [{"B": 100, "C": 12, "H": 16, "k": 3, "conv_forward": 5.0e-5, "inv_forward": 8.0e-5,
+             "inv_adjoint": 8.5e-5, "conv_forward_backward": 4.0e-4, "inv_forward_backward": 1.6e-3},
+            {"B": 100, "C": 48, "H": 8, "k": 3, "conv_forward": 6.0e-5, "inv_forward": 3.0e-4,
+             "inv_adjoint": 3.1e-4, "conv_forward_backward": 5.0e-4, "inv_forward_backward": 1.0e-3}]
+    scaling = [{"B": B, "C": 4, "H": m, "k": 3, "inv_forward": 1e-6 * (2 * m - 1) * (0.8 if B == 1 else 3),
+                "conv_forward": 1e-5 * m, "per_diagonal": 1e-6 * (0.8 if B == 1 else 3)}
+               for B in (1, 100) for m in (16, 256)]
+    flows = {"mnist": [{"model": "inverse-flow", "width": 64, "parameters": 1000, "forward_seconds": 0.01,
+                        "sample_seconds": 0.002, "train_step_seconds": 0.03},
+                       {"model": "glow", "width": 70, "parameters": 1001, "forward_seconds": 0.008,
+                        "sample_seconds": 0.002, "train_step_seconds": 0.02}]}
+    return {"environment": {"GPU": "test GPU", "torch": "2.11.0+cu130"},
+            "stages": {"build": {"ok": True, "seconds": 61.0, "detail": "sm_90: backend_info has CUDA kernels"},
+                       "verify": {"ok": False, "seconds": 300.0, "detail": "pytest: 1 failed",
+                                  "pytest": {"passed": 10, "failed": 1, "skipped": 0, "errors": 0}},
+                       "bench": {"ok": True, "seconds": 40.0, "core": core, "scaling": scaling,
+                                 "detail": "2 flow shapes"},
+                       "flows": {"ok": True, "seconds": 30.0, "tables": flows, "detail": "mnist: 2 models"}}}
+
+
+def test_report_files_tables_and_targets(tmp_path):
+    results = _results()
+    results["stages"]["bench"]["core"][0]["inv_adjoint"] = float("nan")  # a failed measurement
+    written = gpu_report.write_report(results, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in written) == ["gpu-results.json", "gpu-results.md", "gpu-scaling.png"]
+    assert (tmp_path / "gpu-scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "gpu-results.json").read_text())  # strict JSON: NaN became null
+    assert saved["stages"]["bench"]["core"][0]["inv_adjoint"] is None
+    md = (tmp_path / "gpu-results.md").read_text()
+    assert "| verify | **FAILED** | 300 s | pytest: 1 failed |" in md
+    # 1.60× and 4.00× the conv2d forward+backward of the first shape: met, then missed
+    assert "| 100, 12, 16, 3 | 0.050 ms | 0.080 ms | 1.60× yes |" in md
+    assert "| 0.400 ms | 1.600 ms | 4.00× **no** | 1.540 ms / 4.990 ms |" in md
+    assert "| 100, 48, 8, 3 | 0.060 ms | 0.300 ms | 5.00× **no** |" in md
+    assert "| 1 | 4 | 256 | 0.409 ms | 2.560 ms | 0.80 µs yes |" in md
+    assert "### mnist-shaped flows, batch 100" in md and "| inverse-flow | 64 | 1,000 |" in md
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_summary_lists_stages_and_each_target():
+    lines = gpu_report.summary(_results()).splitlines()
+    assert lines[0].startswith("build   ok") and lines[1].startswith("verify  FAILED")
+    targets = [line for line in lines if line.startswith("target")]
+    assert len(targets) == 5  # two per flow shape, one for B=1 at 256²
+    assert sum("MISSED" in t for t in targets) == 2  # fwd+bwd of the first shape, inverse of the second
+    assert any("0.80 µs per anti-diagonal" in t and "met" in t for t in targets)
+
+
+def test_results_accumulate_across_runs(tmp_path):
+    assert gpu_report.load_results(str(tmp_path)) == {"environment": {}, "stages": {}}
+    gpu_report.write_report(_results(), str(tmp_path))
+    again = gpu_report.load_results(str(tmp_path))
+    assert set(again["stages"]) == {"build", "verify", "bench", "flows"}
+    assert again["stages"]["bench"]["core"][1]["inv_forward"] == 3.0e-4
+
+
+def test_pytest_summary_line_is_parsed():
+    out = "....\n= 596 passed, 12 skipped, 2 failed, 1 error in 121.3s ="
+    assert gpu_report.pytest_counts(out) == {"passed": 596, "failed": 2, "skipped": 12, "errors": 1}
+    assert gpu_report.pytest_counts("") == {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
