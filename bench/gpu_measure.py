@@ -9,6 +9,7 @@ comparison (our op against conv2d) is taken in the same process, one shape after
 from __future__ import annotations
 
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,18 @@ SCALING_BATCHES = [1, 100]
 SCALING_CHANNELS = 4
 
 
-def cuda_seconds(fn, repeats: int = 30, warmup: int = 3) -> float:
-    """Median seconds of ``fn()`` on the current CUDA stream (events around each call)."""
+def seconds(fn, device: str = "cuda", repeats: int = 30, warmup: int = 3) -> float:
+    """Median seconds of ``fn()``: on CUDA timed by events on the current stream around each
+    call; on the CPU (to test this module without a GPU) by the wall clock."""
     for _ in range(warmup):
         fn()
+    if device != "cuda":
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -71,45 +80,47 @@ def _inv_fns(y, w):
     return forward, adjoint, forward_backward
 
 
-def measure_core(shapes=FLOW_SHAPES, dtype=torch.float32, repeats: int = 30) -> list[dict]:
+def measure_core(shapes=FLOW_SHAPES, dtype=torch.float32, repeats: int = 30,
+                 device: str = "cuda") -> list[dict]:
     """One row per shape: seconds of conv2d forward / forward+backward and of inv_conv2d
     forward, adjoint (the input-gradient solve) and forward+backward, float32."""
     rows = []
     for B, C, H, k in shapes:
-        w, y = operands(C, k, k, "TL", (B, C, H, H), dtype, "cuda", requires_grad=True)
+        w, y = operands(C, k, k, "TL", (B, C, H, H), dtype, device, requires_grad=True)
         conv_f, conv_fb = _conv_fns(y, w)
         inv_f, inv_adj, inv_fb = _inv_fns(y, w)
         with torch.no_grad():
             row = {"B": B, "C": C, "H": H, "k": k,
-                   "conv_forward": cuda_seconds(conv_f, repeats),
-                   "inv_forward": cuda_seconds(inv_f, repeats),
-                   "inv_adjoint": cuda_seconds(inv_adj, repeats)}
-        row["conv_forward_backward"] = cuda_seconds(conv_fb, repeats)
-        row["inv_forward_backward"] = cuda_seconds(inv_fb, repeats)
+                   "conv_forward": seconds(conv_f, device, repeats),
+                   "inv_forward": seconds(inv_f, device, repeats),
+                   "inv_adjoint": seconds(inv_adj, device, repeats)}
+        row["conv_forward_backward"] = seconds(conv_fb, device, repeats)
+        row["inv_forward_backward"] = seconds(inv_fb, device, repeats)
         rows.append(row)
     return rows
 
 
 def measure_scaling(sizes=SCALING_SIZES, batches=SCALING_BATCHES, C: int = SCALING_CHANNELS,
-                    k: int = 3, repeats: int = 10) -> list[dict]:
+                    k: int = 3, repeats: int = 10, device: str = "cuda") -> list[dict]:
     """inv_conv2d forward and conv2d forward over image sizes m×m: seconds, and seconds per
     anti-diagonal (2m - 1 of them)."""
     rows = []
     for B in batches:
         for m in sizes:
-            w, y = operands(C, k, k, "TL", (B, C, m, m), torch.float32, "cuda")
+            w, y = operands(C, k, k, "TL", (B, C, m, m), torch.float32, device)
             conv_f, _ = _conv_fns(y, w)
             inv_f, _, _ = _inv_fns(y, w)
             with torch.no_grad():
-                inv = cuda_seconds(inv_f, repeats)
-                conv = cuda_seconds(conv_f, repeats)
+                inv = seconds(inv_f, device, repeats)
+                conv = seconds(conv_f, device, repeats)
             rows.append({"B": B, "C": C, "H": m, "k": k, "inv_forward": inv, "conv_forward": conv,
                          "per_diagonal": inv / (2 * m - 1)})
             del w, y
     return rows
 
 
-def measure_flows(batch: int = 100, repeats: int = 5) -> dict[str, list[dict]]:
+def measure_flows(batch: int = 100, repeats: int = 5, device: str = "cuda",
+                  datasets=("mnist", "cifar10")) -> dict[str, list[dict]]:
     """The flows' forward / sampling / train-step table (flows.timing.time_models) on CUDA for
     the MNIST- and CIFAR-shaped default models."""
     from invconv_core.flows.data import DATASET_INFO
@@ -117,8 +128,8 @@ def measure_flows(batch: int = 100, repeats: int = 5) -> dict[str, list[dict]]:
     from invconv_core.flows.timing import time_models
 
     tables = {}
-    for name in ("mnist", "cifar10"):
+    for name in datasets:
         info = DATASET_INFO[name]
         base = FlowConfig(image_shape=info.image_shape, levels=info.levels, n_bins=info.n_bins)
-        tables[name] = time_models(base, device="cuda", batch=batch, repeats=repeats)
+        tables[name] = time_models(base, device=device, batch=batch, repeats=repeats)
     return tables

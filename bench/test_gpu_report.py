@@ -108,3 +108,21 @@ def test_pytest_summary_line_is_parsed():
     out = "....\n= 596 passed, 12 skipped, 2 failed, 1 error in 121.3s ="
     assert gpu_report.pytest_counts(out) == {"passed": 596, "failed": 2, "skipped": 12, "errors": 1}
     assert gpu_report.pytest_counts("") == {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+
+
+def test_measurements_have_the_fields_the_report_reads(tmp_path):
+    """gpu_measure on the CPU with tiny sizes (on a GPU the same code times CUDA events): every
+    row carries what render_markdown and targets() read, as positive seconds."""
+    import gpu_measure
+    core = gpu_measure.measure_core([(2, 3, 6, 3)], repeats=2, device="cpu")
+    scaling = gpu_measure.measure_scaling([4, 8], [1], C=2, repeats=2, device="cpu")
+    flows = gpu_measure.measure_flows(batch=4, repeats=1, device="cpu", datasets=("digits",))
+    assert set(core[0]) == {"B", "C", "H", "k", "conv_forward", "inv_forward", "inv_adjoint",
+                            "conv_forward_backward", "inv_forward_backward"}
+    assert all(v > 0 for k, v in core[0].items() if k not in "BCHk")
+    assert [r["H"] for r in scaling] == [4, 8] and scaling[1]["per_diagonal"] == scaling[1]["inv_forward"] / 15
+    assert {r["model"] for r in flows["digits"]} >= {"inverse-flow", "glow"}
+    results = {"stages": {"bench": {"ok": True, "core": core, "scaling": scaling},
+                          "flows": {"ok": True, "tables": flows}}}
+    gpu_report.write_report(results, str(tmp_path))
+    assert "inv_conv2d fwd+bwd" in (tmp_path / "gpu-results.md").read_text()
