@@ -7,7 +7,7 @@
 //  * by the host compiler, after emulation/simt_emulation.h, which models the CUDA thread model
 //    on the CPU (a std::thread per CUDA thread, a std::barrier per __syncthreads()), so the
 //    kernel is checked against the dense oracle and under ThreadSanitizer on machines without
-//    a GPU (docs/design.md §6).
+//    a GPU (docs/design.md §5).
 //
 // It solves the canonical problem of solve_plan.h: a top-left causal solve where pixel (i, j)
 // of the (flipped) image is
