@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from .wavefront import causal_conv2d_reference, wavefront_solve
+from .wavefront import causal_conv2d_composite, wavefront_solve
 
 __all__ = ["COMPILED", "BUILD_INFO", "LOAD_ERROR"]
 
@@ -39,7 +39,7 @@ def _register_fallback() -> None:
     lib = torch.library.Library("invconv_core", "DEF")
     for schema in SCHEMAS:
         lib.define(schema)
-    lib.impl("causal_conv2d", causal_conv2d_reference, "CompositeImplicitAutograd")
+    lib.impl("causal_conv2d", causal_conv2d_composite, "CompositeImplicitAutograd")
     for key in ("CPU", "CUDA"):
         lib.impl("inv_conv2d", _fallback_inv_conv2d, key)
     _FALLBACK_LIB = lib  # the registrations live as long as this object
@@ -69,6 +69,12 @@ except ImportError as err:  # not built, built against another torch, or disable
     )
     _register_fallback()
 
+if COMPILED:
+    # The compiled core defines the schemas and the inv_conv2d kernels; causal_conv2d's one
+    # implementation is the composite in wavefront.py (the fallback needs it too).
+    _FALLBACK_LIB = torch.library.Library("invconv_core", "IMPL")
+    _FALLBACK_LIB.impl("causal_conv2d", causal_conv2d_composite, "CompositeImplicitAutograd")
+
 if COMPILED and not BUILD_INFO.get("cuda", False):
     # A CPU-only build on a machine with GPUs: CUDA tensors are still served, by the wavefront
     # in PyTorch ops, with one warning, instead of failing with a dispatcher error.
@@ -84,5 +90,4 @@ if COMPILED and not BUILD_INFO.get("cuda", False):
                           RuntimeWarning, stacklevel=2)
         return wavefront_solve(y, weight, order, transpose)
 
-    _FALLBACK_LIB = torch.library.Library("invconv_core", "IMPL")
     _FALLBACK_LIB.impl("inv_conv2d", _cuda_inv_conv2d, "CUDA")

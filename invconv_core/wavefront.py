@@ -15,12 +15,16 @@ import torch.nn.functional as F
 
 from ._geometry import OPPOSITE, check_operands, check_order, flips, masked_weight, pad_amounts
 
-__all__ = ["wavefront_solve", "causal_conv2d_reference"]
+__all__ = ["wavefront_solve", "causal_conv2d_composite"]
 
 
-def causal_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
+def causal_conv2d_composite(x: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
     """``conv2d(pad(x), mask(weight))`` for x (N, C, H, W), weight (C, C, kh, kw); the masked
-    entries of the weight are ignored, whatever they hold (NaN included)."""
+    entries of the weight are ignored, whatever they hold (NaN included).
+
+    The one implementation of ``invconv_core::causal_conv2d`` (CompositeImplicitAutograd,
+    registered by _loader.py whether or not the compiled core loads): plain ATen ops, so
+    autograd, oneDNN/cuDNN and torch.compile see through it."""
     check_operands(x, weight, "x")
     check_order(order)
     masked = masked_weight(weight, order)

@@ -95,7 +95,7 @@ def test_emulated_kernel_many_images_per_block():
         assert rel_err(to_np(emulated_inv_conv2d(y, w, "TL", max_blocks=blocks)), to_np(ref)) <= 1e-14
 
 
-def test_emulation_rejects_launches_cuda_would_reject():
+def test_emulated_launch_refused_where_cuda_would_refuse_it():
     """Like a GPU, the emulation refuses more than 48 KiB of dynamic shared memory (without an
     opt-in): here the taps of C = 48, 3×3 in float32 (92 KB), allowed by a raised limit."""
     w, y = operands(48, 3, 3, "TL", (1, 48, 3, 3), torch.float32)
@@ -124,7 +124,7 @@ def _build_and_run_race_check(tmp_path, *defines, cases=200):
 
 
 @needs_gxx
-def test_kernel_is_race_free_under_thread_sanitizer(tmp_path):
+def test_emulated_kernel_is_race_free_under_thread_sanitizer(tmp_path):
     run = _build_and_run_race_check(tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]
     assert "ThreadSanitizer" not in run.stderr
@@ -132,7 +132,7 @@ def test_kernel_is_race_free_under_thread_sanitizer(tmp_path):
 
 
 @needs_gxx
-def test_thread_sanitizer_catches_a_missing_diagonal_barrier(tmp_path):
+def test_thread_sanitizer_catches_a_missing_barrier_in_the_emulated_kernel(tmp_path):
     """The check can fail: the kernel without its per-diagonal __syncthreads() (a test-only
     compile switch) is reported as a data race."""
     run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANT_MISSING_DIAGONAL_BARRIER", cases=40)
