@@ -35,12 +35,13 @@
 namespace invconv_core {
 namespace cuda_kernels {
 
-// Threads per block at most, and blocks of that size an SM should hold at once: the kernel is
-// compiled for both (__launch_bounds__), which caps it at 64 registers per thread. (With the
-// first bound alone ptxas of CUDA 13 spilled the float64 kernel for sm_80 at 48 registers;
-// without a second bound it unrolled to 140+ registers. test_cuda_compile.py checks spills.)
-constexpr int kMaxThreads = 256;
-constexpr int kMinBlocksPerSM = 4;
+// Threads per block at most (CUDA's limit: one image of B = 1 then gets up to 1024 (pixel,
+// channel) pairs of a diagonal solved at once), and the kernel is compiled for it
+// (__launch_bounds__), which caps it at 64 registers per thread. (With __launch_bounds__(256)
+// alone ptxas of CUDA 13 spilled the float64 kernel for sm_80 at 48 registers; without bounds
+// it unrolled to 140+ registers. test_cuda_compile.py checks spills.)
+constexpr int kMaxThreads = 1024;
+constexpr int kMinBlocksPerSM = 1;
 // Dynamic shared memory a block may use without opting in to more (every GPU since sm_30).
 constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
 // Blocks per launch at most; a block solves images b, b + gridDim.x, ... (any batch size).
