@@ -58,30 +58,36 @@ void check_operands(const at::Tensor& input, const at::Tensor& weight, const cha
                     weight.device());
 }
 
+SolvePlan plan_geometry(int64_t C, int64_t KH, int64_t KW, Order order, bool transpose,
+                        int64_t height, int64_t width) {
+  SolvePlan plan;
+  plan.C = C;
+  if (transpose) order = opposite(order);  // T^T = P T(v, opposite(order)) P
+  plan.flip_rows = flips_rows(order);
+  plan.flip_cols = flips_cols(order);
+  plan.reverse_channels = transpose;
+  // In TL form tap (a, b) reaches back kh-1-a rows and kw-1-b columns: taps reaching further
+  // than the image never touch it, so a kernel larger than the image costs no extra work.
+  plan.kh = std::min<int64_t>(KH, std::max<int64_t>(height, 1));
+  plan.kw = std::min<int64_t>(KW, std::max<int64_t>(width, 1));
+  return plan;
+}
+
 SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64_t height,
                     int64_t width, at::ScalarType acc_dtype) {
-  SolvePlan plan;
-  plan.C = weight.size(0);
+  SolvePlan plan = plan_geometry(weight.size(0), weight.size(2), weight.size(3), order, transpose,
+                                 height, width);
   at::Tensor w = weight.contiguous();  // layout-independent arithmetic below
   if (transpose) {
     // v[c, c', a, b] = w[C-1-c', C-1-c, kh-1-a, kw-1-b]
     w = w.flip({0, 1, 2, 3}).transpose(0, 1);
-    order = opposite(order);
   }
-  plan.flip_rows = flips_rows(order);
-  plan.flip_cols = flips_cols(order);
-  plan.reverse_channels = transpose;
   std::vector<int64_t> dims;
   if (plan.flip_rows) dims.push_back(2);
   if (plan.flip_cols) dims.push_back(3);
   if (!dims.empty()) w = w.flip(dims);
-  // In TL form tap (a, b) reaches back kh-1-a rows and kw-1-b columns: taps reaching further
-  // than the image never touch it, so a kernel larger than the image costs no extra work.
-  const int64_t kh = std::min<int64_t>(w.size(2), std::max<int64_t>(height, 1));
-  const int64_t kw = std::min<int64_t>(w.size(3), std::max<int64_t>(width, 1));
+  const int64_t kh = plan.kh, kw = plan.kw;
   w = w.slice(2, w.size(2) - kh).slice(3, w.size(3) - kw);
-  plan.kh = kh;
-  plan.kw = kw;
   const at::Tensor w64 = w.to(at::kDouble);
   const at::Tensor lower = w64.select(3, kw - 1).select(2, kh - 1).tril();  // [c][c']
   const at::Tensor lower_inv = at::linalg_solve_triangular(

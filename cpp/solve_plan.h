@@ -55,6 +55,14 @@ struct SolvePlan {
   at::Tensor rhs_transform;
 };
 
+// Everything of the plan but its numbers (taps, rhs_transform stay undefined): the channels, the
+// cropped kernel size, the flips of the canonical frame and the channel reversal. KH, KW: the
+// weight's kernel size.
+SolvePlan plan_geometry(int64_t C, int64_t KH, int64_t KW, Order order, bool transpose,
+                        int64_t height, int64_t width);
+
+// The plan with its numbers formed by ATen ops (the CPU kernel's; the CUDA kernel forms the same
+// numbers with two small kernels, cuda/plan_kernels.cuh, so it needs no host round trip).
 // weight: (C, C, kh, kw); height/width: image size. acc_dtype: the dtype the solver accumulates
 // in (float32 for float16/bfloat16/float32 inputs, float64 for float64). A zero on the diagonal
 // of the current tap yields inf/NaN entries (the system is singular), as documented.

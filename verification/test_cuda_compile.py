@@ -23,10 +23,12 @@ def test_the_package_has_cuda_sources():
 def test_cuda_source_compiles_clean_without_spills_or_local_memory(source):
     res = compile_check(source, ARCHS)
     assert res.returncode == 0, "nvcc failed:\n" + res.output[-6000:]
-    solve = [k for k in res.kernels if "wavefront_solve_kernel" in k.name]
-    # float, double, half, bfloat16 for each architecture
-    assert sorted((k.arch for k in solve)) == sorted(ARCHS * 4), res.output[-3000:]
+    # the solve kernel and the plan's two, for float, double, half, bfloat16 and each architecture
+    for name in ("wavefront_solve_kernel", "lower_inverse_kernel", "fold_taps_kernel"):
+        found = sorted(k.arch for k in res.kernels if name in k.name)
+        assert found == sorted(ARCHS * 4), (name, res.output[-3000:])
     assert problems(res.kernels) == []
+    solve = [k for k in res.kernels if "wavefront_solve_kernel" in k.name]
     assert all(k.barriers >= 1 and 0 < k.registers <= 64 for k in solve)
 
 

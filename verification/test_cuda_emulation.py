@@ -68,7 +68,7 @@ def test_emulated_kernel_half_types_accumulate_in_float32(dtype, launch, order):
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_emulated_kernel_reads_strided_inputs_through_their_strides(transpose):
+def test_emulated_kernel_reads_strided_inputs_and_weights_through_their_strides(transpose):
     w, y = operands(6, 3, 3, "BR", (3, 6, 7, 5), torch.float64, seed=3)
     ref = emulated_inv_conv2d(y, w, "BR", transpose)
     big = torch.zeros(3, 12, 7, 10, dtype=torch.float64)
@@ -76,6 +76,12 @@ def test_emulated_kernel_reads_strided_inputs_through_their_strides(transpose):
     for variant in (y.to(memory_format=torch.channels_last), big[:, ::2, :, ::2], y.transpose(2, 3).contiguous().transpose(2, 3)):
         assert not variant.is_contiguous()
         assert torch.equal(emulated_inv_conv2d(variant, w, "BR", transpose), ref)
+    # the plan kernels read the weight through its strides too
+    w_big = torch.zeros(6, 12, 3, 6, dtype=torch.float64)
+    w_big[:, ::2, :, ::2] = w
+    for weight in (w.to(memory_format=torch.channels_last), w_big[:, ::2, :, ::2], w.permute(1, 0, 3, 2).contiguous().permute(1, 0, 3, 2)):
+        assert not weight.is_contiguous()
+        assert torch.equal(emulated_inv_conv2d(y, weight, "BR", transpose), ref)
 
 
 def test_emulated_kernel_empty_batch_and_kernels_larger_than_the_image():

@@ -1,8 +1,9 @@
 // Host side of one wavefront-kernel solve, shared by the CUDA glue (inv_conv2d_cuda.cu) and
-// the CPU emulation of the same kernel (emulation/emulated_op.cpp): from the SolvePlan that
-// the CPU kernel uses too, the kernel's parameters -- the flipped index maps of the input and
-// the output, the packed taps, the scratch image -- and its launch configuration. The caller
-// only dispatches the dtype and launches.
+// the CPU emulation of the same kernels (emulation/emulated_op.cpp): the SolvePlan (the CPU
+// kernel's geometry, its numbers formed on the device by plan_kernels.cuh), then the solve
+// kernel's parameters -- the flipped index maps of the input and the output, the packed taps,
+// the scratch image -- and its launch configuration. The caller only dispatches the dtype and
+// launches.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <type_traits>
 
 #include "../solve_plan.h"
+#include "plan_kernels.cuh"
 #include "wavefront_kernel.cuh"
 
 namespace invconv_core {
@@ -23,6 +25,32 @@ inline cuda_kernels::View4 canonical_view(const at::Tensor& t, const SolvePlan& 
   if (plan.flip_rows) { *offset += (t.size(2) - 1) * v.sh; v.sh = -v.sh; }
   if (plan.flip_cols) { *offset += (t.size(3) - 1) * v.sw; v.sw = -v.sw; }
   return v;
+}
+
+// The plan of one solve on the weight's device: geometry, and empty tensors for its numbers,
+// which lower_inverse_kernel then fold_taps_kernel fill (launched by the caller, in that order,
+// on the stream of the solve).
+struct DevicePlan {
+  SolvePlan plan;
+  at::Tensor linv;  // (C, C) float64 workspace: L^{-1}
+  cuda_kernels::PlanParams params;
+  cuda_kernels::PlanLaunch launch;
+};
+
+inline DevicePlan prepare_plan(const at::Tensor& weight, Order order, bool transpose,
+                               int64_t height, int64_t width, at::ScalarType acc_dtype) {
+  DevicePlan d;
+  const int64_t C = weight.size(0), KH = weight.size(2), KW = weight.size(3);
+  d.plan = plan_geometry(C, KH, KW, order, transpose, height, width);
+  const auto opts = weight.options().memory_format(at::MemoryFormat::Contiguous);
+  d.plan.taps = at::empty({d.plan.kh, d.plan.kw, C, C}, opts.dtype(acc_dtype));
+  d.plan.rhs_transform = at::empty({C, C}, opts.dtype(acc_dtype));
+  d.linv = at::empty({C, C}, opts.dtype(at::kDouble));
+  d.params = cuda_kernels::PlanParams{
+      cuda_kernels::View4{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
+      C, KH, KW, d.plan.kh, d.plan.kw, transpose, d.plan.flip_rows, d.plan.flip_cols};
+  d.launch = cuda_kernels::plan_launch(C, d.plan.kh, d.plan.kw);
+  return d;
 }
 
 // Everything one launch needs; the tensors keep the buffers alive until the launch returns
