@@ -1,4 +1,5 @@
-"""Build of the compiled core (invconv_core._C).
+"""Build of the compiled core (invconv_core._C) and of the CUDA kernel's CPU emulation
+(invconv_core._simt, a test-only operator; cpp/emulation/).
 
 The CPU sources are always built. The CUDA sources (cpp/cuda/*.cu) are added when a CUDA
 toolkit is found and the installed torch is a CUDA build, unless INVCONV_FORCE_CPU=1.

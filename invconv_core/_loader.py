@@ -72,8 +72,8 @@ except ImportError as err:  # not built, built against another torch, or disable
 if COMPILED:
     # The compiled core defines the schemas and the inv_conv2d kernels; causal_conv2d's one
     # implementation is the composite in wavefront.py (the fallback needs it too).
-    _FALLBACK_LIB = torch.library.Library("invconv_core", "IMPL")
-    _FALLBACK_LIB.impl("causal_conv2d", causal_conv2d_composite, "CompositeImplicitAutograd")
+    _PYTHON_IMPLS = torch.library.Library("invconv_core", "IMPL")  # lives as long as the module
+    _PYTHON_IMPLS.impl("causal_conv2d", causal_conv2d_composite, "CompositeImplicitAutograd")
 
 if COMPILED and not BUILD_INFO.get("cuda", False):
     # A CPU-only build on a machine with GPUs: CUDA tensors are still served, by the wavefront
@@ -90,4 +90,4 @@ if COMPILED and not BUILD_INFO.get("cuda", False):
                           RuntimeWarning, stacklevel=2)
         return wavefront_solve(y, weight, order, transpose)
 
-    _FALLBACK_LIB.impl("inv_conv2d", _cuda_inv_conv2d, "CUDA")
+    _PYTHON_IMPLS.impl("inv_conv2d", _cuda_inv_conv2d, "CUDA")
