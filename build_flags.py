@@ -55,3 +55,16 @@ def nvcc_check_command(source: str, output: str, archs: list[str], include_dirs:
     for inc in include_dirs:
         cmd += ["-isystem", inc]
     return cmd
+
+
+def find_cuda_tool(name: str) -> str | None:
+    """A CUDA toolkit program (nvcc, compute-sanitizer): on PATH, else in $CUDA_HOME/bin or
+    /usr/local/cuda/bin; None if absent."""
+    import shutil
+    found = shutil.which(name)
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.access(os.path.join(root, "bin", name), os.X_OK):
+            return os.path.join(root, "bin", name)
+    return None

@@ -23,7 +23,6 @@ import datetime
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -31,8 +30,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "verification"))
 
+import build_flags  # noqa: E402
 import gpu_report  # noqa: E402
 
 STAGES = ("build", "verify", "bench", "flows")
@@ -112,23 +113,13 @@ def stage_build(args) -> dict:
             "detail": f"sm_{arch.replace('.', '')}: backend_info {'has' if ok else 'LACKS'} CUDA kernels"}
 
 
-def _find_sanitizer() -> str | None:
-    found = shutil.which("compute-sanitizer")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if root and os.access(os.path.join(root, "bin", "compute-sanitizer"), os.X_OK):
-            return os.path.join(root, "bin", "compute-sanitizer")
-    return None
-
-
 def stage_verify(args) -> dict:
     cmd = [sys.executable, "-m", "pytest", os.path.join(REPO, "verification"), "-q",
            "-p", "no:cacheprovider", *shlex.split(args.pytest_args)]
     rc, out = _run_logged(cmd, os.path.join(args.out, "verify-pytest.log"), cwd=REPO)
     counts = gpu_report.pytest_counts(out)
     sanitizer = {}
-    tool = _find_sanitizer()
+    tool = build_flags.find_cuda_tool("compute-sanitizer")
     for check in ("memcheck", "racecheck"):
         if tool is None:
             sanitizer[check] = "not installed"

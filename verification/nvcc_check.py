@@ -24,14 +24,7 @@ ARCHS = ["sm_80", "sm_90"]
 
 
 def find_nvcc() -> str | None:
-    """nvcc on PATH, else under $CUDA_HOME or /usr/local/cuda."""
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if root and os.access(os.path.join(root, "bin", "nvcc"), os.X_OK):
-            return os.path.join(root, "bin", "nvcc")
-    return None
+    return build_flags.find_cuda_tool("nvcc")
 
 
 def cuda_sources() -> list[str]:
