@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from cases import operands
-from dense_oracle import structure
+from invconv_core.oracle import structure
 from scipy.sparse import csr_array
 from scipy.sparse.linalg import spsolve_triangular
 

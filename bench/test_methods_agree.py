@@ -21,7 +21,7 @@ def test_baseline_matches_compiled(method):
     gy_ref, gw_ref = (t.numpy() for t in ref_b())
     x = _as_np(f())
     if method == "sequential":  # returns (N, B) in wavefront order: compare sorted values
-        from dense_oracle import structure
+        from invconv_core.oracle import structure
         perm = structure(C, m, m, k, k, "TL")[3]
         full = np.empty((B, C * m * m))
         full[:, perm] = x.T

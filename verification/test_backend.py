@@ -11,7 +11,7 @@ import textwrap
 
 import torch
 from cases import solve_tolerance, to_np
-from dense_oracle import DenseProblem
+from invconv_core.oracle import DenseProblem
 
 import invconv_core as ic
 

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import torch
 from cases import ORDERS, emulated_inv_conv2d, operands, rel_err, solve_tolerance, to_np
-from dense_oracle import DenseProblem
+from invconv_core.oracle import DenseProblem
 
 import invconv_core as ic
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cases import DEVICES, ORDERS, make_weight, operands, rel_err, solve_tolerance, to_np
-from dense_oracle import DenseProblem
+from invconv_core.oracle import DenseProblem
 
 import invconv_core as ic
 from invconv_core._geometry import OPPOSITE
