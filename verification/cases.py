@@ -20,7 +20,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_gpu)]
 # The implementations of the inverse solve the dense-oracle tests check: the compiled CPU core,
 # the CUDA kernel on a GPU, and the CUDA kernel's source run on the CPU under the SIMT emulation
 # (cpp/emulation/; select with `pytest verification -k emulated`).
-SOLVERS = ["cpu", pytest.param("cuda", marks=needs_gpu), "emulated-cuda"]
+# "fallback" is the pure-PyTorch wavefront that serves when the compiled core cannot be loaded
+# (and CUDA tensors in a CPU-only build), called directly.
+SOLVERS = ["cpu", pytest.param("cuda", marks=needs_gpu), "emulated-cuda", "fallback"]
 
 
 def solver_device(solver: str) -> str:
@@ -40,6 +42,9 @@ def solve(solver: str, y, weight, order: str, transpose: bool = False):
     import invconv_core as ic
     if solver == "emulated-cuda":
         return emulated_inv_conv2d(y, weight, order, transpose)
+    if solver == "fallback":
+        from invconv_core.wavefront import wavefront_solve
+        return wavefront_solve(y, weight, order, transpose)
     return (ic.inv_conv2d_transpose if transpose else ic.inv_conv2d)(y, weight, order)
 
 

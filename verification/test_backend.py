@@ -68,3 +68,42 @@ def test_fallback_schemas_match_the_compiled_ones():
     registered = tuple(str(getattr(torch.ops.invconv_core, name).default._schema)
                        for name in ("causal_conv2d", "inv_conv2d"))
     assert registered == tuple("invconv_core::" + s for s in _loader.SCHEMAS)
+
+
+def test_fallback_takes_half_types_with_gradients():
+    """The pure-PyTorch fallback, as the dispatcher serves it (compiled core disabled), accepts
+    float16/bfloat16 like the compiled core: forward and both gradients, in the half type, close
+    to a float32 solve (README: half types accumulate in float32)."""
+    script = textwrap.dedent("""
+        import warnings, torch
+        warnings.simplefilter("ignore")
+        import invconv_core as ic
+        assert ic.backend_info()["compiled"] is False
+        torch.manual_seed(0)
+        w = torch.randn(3, 3, 3, 3) * 0.1
+        w[:, :, 0, 0] += torch.eye(3)  # the current tap of order BR
+        y = torch.randn(2, 3, 5, 6)
+        out = {}
+        for dt in (torch.float16, torch.bfloat16):
+            yy, ww = y.to(dt).requires_grad_(), w.to(dt).requires_grad_()
+            x = ic.inv_conv2d(yy, ww, "BR")
+            x.float().square().sum().backward()
+            out[str(dt)] = (x.detach(), yy.grad, ww.grad)
+        torch.save(out, "half.pt")
+    """)
+    env = dict(os.environ, INVCONV_DISABLE_COMPILED="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=tmp)
+        res = torch.load(os.path.join(tmp, "half.pt"))
+    torch.manual_seed(0)
+    w = torch.randn(3, 3, 3, 3) * 0.1
+    w[:, :, 0, 0] += torch.eye(3)  # the current tap of order BR
+    y = torch.randn(2, 3, 5, 6)
+    for dt, rel in ((torch.float16, 1e-2), (torch.bfloat16, 5e-2)):
+        # the reference: the compiled core in float32 on the half-rounded inputs
+        yy, ww = y.to(dt).float().requires_grad_(), w.to(dt).float().requires_grad_()
+        x = ic.inv_conv2d(yy, ww, "BR")
+        x.square().sum().backward()
+        for got, ref in zip(res[str(dt)], (x.detach(), yy.grad, ww.grad)):
+            assert got.dtype == dt
+            assert (got.float() - ref).norm() <= rel * ref.norm(), (dt, (got.float() - ref).norm() / ref.norm())

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import DEVICES, ORDERS, make_weight, operands, rel_err, solve_tolerance, to_np
+from cases import (DEVICES, ORDERS, SOLVERS, make_weight, operands, rel_err, solve, solve_tolerance,
+                   solver_device, to_np)
 from invconv_core.oracle import DenseProblem
 
 import invconv_core as ic
@@ -131,17 +132,21 @@ def test_kernels_larger_than_image(k, order, device):
     assert rel_err(to_np(ic.causal_conv2d(x, w, order)), to_np(y)) <= dense.cond() * tol
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("order", ORDERS)
-def test_half_types_accumulate_in_float32(dtype, order, device):
-    w, y = weight_and_input(5, 3, 3, order, (3, 5, 8, 7), torch.float32, device)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_half_types_accumulate_in_float32(dtype, order, solver, transpose):
+    """Every implementation (compiled CPU core, CUDA kernel, its emulation, the pure-PyTorch
+    fallback) takes float16/bfloat16, solves in float32 and returns the half type."""
+    w, y = weight_and_input(5, 3, 3, order, (3, 5, 8, 7), torch.float32, solver_device(solver))
     w, y = w.to(dtype), y.to(dtype)
     # the oracle solves the exactly-representable half inputs in float64
     dense = DenseProblem(to_np(w), 8, 7, order)
-    x = ic.inv_conv2d(y, w, order)
+    x = solve(solver, y, w, order, transpose)
     assert x.dtype == dtype
-    assert rel_err(to_np(x), dense.solve(to_np(y))) <= solve_tolerance(dense.cond(), 45, dtype)
+    expected = dense.solve_transpose(to_np(y)) if transpose else dense.solve(to_np(y))
+    assert rel_err(to_np(x), expected) <= solve_tolerance(dense.cond(), 45, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
