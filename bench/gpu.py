@@ -5,8 +5,9 @@
 Stages (each selectable, so a run fits in 10-minute pieces; results accumulate in DIR):
   build   builds the extension for this GPU's architecture (pip install --no-build-isolation
           -e ., TORCH_CUDA_ARCH_LIST set from the device) and checks backend_info()["cuda"];
-  verify  pytest verification/ (CUDA cases included) and compute-sanitizer memcheck and
-          racecheck on small cases (bench/gpu_sanitizer_cases.py) where it is installed;
+  verify  invconv-verify (every device), pytest verification/ (CUDA cases included) and
+          compute-sanitizer memcheck and racecheck on small cases (bench/gpu_sanitizer_cases.py)
+          where it is installed;
   bench   inverse, adjoint and forward+backward against cuDNN conv2d at the flow shapes, and
           scaling up to 512², B in {1, 100} (bench/gpu_measure.py);
   flows   forward / sampling / train-step times of the MNIST- and CIFAR-shaped flows, batch 100.
@@ -114,6 +115,11 @@ def stage_build(args) -> dict:
 
 
 def stage_verify(args) -> dict:
+    # first what a user runs on their own install: invconv-verify, on every device present
+    vrc, vout = _run_logged([sys.executable, "-m", "invconv_core.verify", "--json",
+                             os.path.join(args.out, "invconv-verify.json")],
+                            os.path.join(args.out, "invconv-verify.log"), cwd=args.out)
+    verdict = vout.strip().splitlines()[-1] if vout.strip() else f"no output (exit {vrc})"
     cmd = [sys.executable, "-m", "pytest", os.path.join(REPO, "verification"), "-q",
            "-p", "no:cacheprovider", *shlex.split(args.pytest_args)]
     rc, out = _run_logged(cmd, os.path.join(args.out, "verify-pytest.log"), cwd=REPO)
@@ -128,10 +134,11 @@ def stage_verify(args) -> dict:
                               os.path.join(HERE, "gpu_sanitizer_cases.py")],
                              os.path.join(args.out, f"sanitizer-{check}.log"), cwd=REPO)
         sanitizer[check] = "clean" if src == 0 else f"errors (exit {src}; sanitizer-{check}.log)"
-    ok = rc == 0 and not any(v.startswith("errors") for v in sanitizer.values())
-    detail = (f"pytest: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
-              + ", ".join(f"{k} {v}" for k, v in sanitizer.items()))
-    return {"ok": ok, "pytest": counts, "pytest_exit": rc, "sanitizer": sanitizer, "detail": detail}
+    ok = vrc == 0 and rc == 0 and not any(v.startswith("errors") for v in sanitizer.values())
+    detail = (f"invconv-verify: {verdict}; pytest: {counts['passed']} passed, {counts['failed']} failed, "
+              f"{counts['skipped']} skipped; " + ", ".join(f"{k} {v}" for k, v in sanitizer.items()))
+    return {"ok": ok, "invconv_verify": verdict, "invconv_verify_exit": vrc, "pytest": counts,
+            "pytest_exit": rc, "sanitizer": sanitizer, "detail": detail}
 
 
 def stage_bench(args) -> dict:

@@ -1,0 +1,102 @@
+"""``invconv-verify`` (also ``python -m invconv_core.verify``): checks this installation's
+operators against the dense float64 oracle on every device present and every implementation in
+use -- the inverse, the adjoint solve, both gradients, the log-det and gradcheck -- and prints
+one line per check, device and dtype with its worst error against its tolerance, then a verdict.
+
+Exit status: 0 every check passed; 1 a check failed (its smallest failing case is printed as a
+Python snippet that replays it; ``--seed`` replays the whole run); 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="invconv-verify", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n")[1])
+    p.add_argument("--seed", type=_nonnegative_int, default=None,
+                   help="seed of the random cases (default: a fresh one, printed; pass it to replay)")
+    p.add_argument("--cases", type=_positive_int, default=None,
+                   help="random cases per check (default 60; 400 with --deep)")
+    p.add_argument("--deep", action="store_true",
+                   help="a longer search: more and larger cases (C up to 16, images up to 12², kernels up to 15)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")
+    return p.parse_args(argv)
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonnegative_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _line(r) -> str:
+    status = "PASS" if r.passed else f"FAIL ({len(r.failures)} of {r.cases} cases)"
+    if r.check == "gradcheck":  # pass/fail per case, no error to quote
+        measured = f"{'finite differences agree':38s}"
+    else:
+        measured = f"worst {r.worst_error:9.3g} (tolerance {r.worst_tolerance:9.3g})"
+    return f"{r.device:7s} {r.implementation:22s} {r.check:9s} {r.dtype:8s} {measured}  {r.cases:3d} cases  {status}"
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            print(f"invconv-verify: error: --json {args.json!r}: directory {folder!r} does not exist or is not writable",
+                  file=sys.stderr)
+            return 1
+    from . import backend_info, selfcheck
+    from .oracle import ORACLE_SOLVER
+
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    n = args.cases or (400 if args.deep else 60)
+    info = backend_info()
+    print(f"invconv_core {info['version']} ({os.path.dirname(os.path.abspath(selfcheck.__file__))}); "
+          f"compiled core: {info['compiled']}, CUDA kernels: {info['cuda']}; oracle: {ORACLE_SOLVER}")
+    print(f"seed {seed} (replay: invconv-verify --seed {seed}{' --deep' if args.deep else ''}"
+          f"{f' --cases {n}' if args.cases else ''}); {n} random cases per check; devices: "
+          f"{', '.join(selfcheck.devices())}")
+    start = time.perf_counter()
+    cases = selfcheck.draw_cases(seed, n, deep=args.deep)
+    results = selfcheck.run_checks(cases, progress=lambda r: print(_line(r), flush=True))
+    failed = [r for r in results if not r.passed]
+    seconds = time.perf_counter() - start
+    for r in failed:
+        print(f"\nsmallest failing case of {r.check} on {r.device} ({r.implementation}, {r.dtype}):")
+        print(selfcheck.snippet(r) if r.failures else "(no cases ran)")
+    verdict = (f"VERIFIED: all {len(results)} checks passed in {seconds:.0f} s" if not failed else
+               f"FAILED: {len(failed)} of {len(results)} checks failed (seed {seed})")
+    print("\n" + verdict)
+    if args.json:
+        payload = {"seed": seed, "cases": n, "deep": args.deep, "seconds": seconds, "backend": info,
+                   "passed": not failed, "results": [r.to_dict() for r in results]}
+        tmp = args.json + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, allow_nan=False)
+        os.replace(tmp, args.json)
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
