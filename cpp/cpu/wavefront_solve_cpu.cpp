@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -394,10 +395,28 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
           for (int spins = 0; (ready = done[r - 1].load(std::memory_order_acquire)) < want; ++spins)
             if (spins > 64) std::this_thread::yield();
         }
+#ifndef INVCONV_PLANT_READ_AHEAD
         const int64_t end = std::min(ready, j + step);
+#else  // test-only (cpp/testing/): one column past what the row above has published
+        const int64_t end = std::min(std::min(W, ready + 1), j + step);
+#endif
+#ifndef INVCONV_TEST_STALLED_PUBLISH_US
         solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, end);
         j = end;
         done[r].store(j, std::memory_order_release);
+#else
+        // test-only (cpp/testing/): publish every column (a finer, equally legal hand-off); even
+        // rows stall after each publish and odd rows do not, so an odd row finds the row above
+        // stopped exactly at its published edge and solves its span at once: a consumer that
+        // reads past that edge reads unsolved values, on every run, on any machine.
+        // Use C >= 2 (the C = 1 tiles want whole spans).
+        for (; j < end; ++j) {
+          solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, j + 1);
+          done[r].store(j + 1, std::memory_order_release);
+          if (i % 2 == 0)
+            std::this_thread::sleep_for(std::chrono::microseconds(INVCONV_TEST_STALLED_PUBLISH_US));
+        }
+#endif
       }
       store_row(b, xp, i);
     }
@@ -420,6 +439,16 @@ at::Tensor inv_conv2d_cpu(const at::Tensor& y, const at::Tensor& weight, c10::st
 
 }  // namespace
 
+#ifndef INVCONV_TEST_LIBRARY
 TORCH_LIBRARY_IMPL(invconv_core, CPU, m) { m.impl("inv_conv2d", &inv_conv2d_cpu); }
+#else
+// test-only builds of this kernel (cpp/testing/) register it under their own namespace
+#define INVCONV_TEST_LIBRARY_DEF(ns, m) TORCH_LIBRARY(ns, m)  // expands ns before pasting
+#define INVCONV_TEST_LIBRARY_IMPL(ns, m) TORCH_LIBRARY_IMPL(ns, CPU, m)
+INVCONV_TEST_LIBRARY_DEF(INVCONV_TEST_LIBRARY, m) {
+  m.def("inv_conv2d(Tensor y, Tensor weight, str order=\"TL\", bool transpose=False) -> Tensor");
+}
+INVCONV_TEST_LIBRARY_IMPL(INVCONV_TEST_LIBRARY, m) { m.impl("inv_conv2d", &inv_conv2d_cpu); }
+#endif
 
 }  // namespace invconv_core
