@@ -16,3 +16,16 @@ settings.load_profile(os.environ.get("INVCONV_HYPOTHESIS", "default"))
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+# The operator tests first (a planted bug in the plan, a kernel, the autograd formulas, the
+# log-det or the fallback fails within the first minute), then the builds and the tools.
+FILE_ORDER = ["test_errors.py", "test_backend.py", "test_dense_oracle.py", "test_implementations.py",
+              "test_autograd.py", "test_flow_layers.py", "test_flow_data.py", "test_verify.py",
+              "test_cuda_emulation.py", "test_cuda.py", "test_cpu_pipeline_race.py",
+              "test_cuda_compile.py", "test_flow_cli.py", "test_console_scripts.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FILE_ORDER)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FILE_ORDER)))  # stable within a file
