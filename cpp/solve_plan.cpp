@@ -1,5 +1,8 @@
 #include "solve_plan.h"
 
+#include "plan_math.h"
+
+#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -73,10 +76,52 @@ SolvePlan plan_geometry(int64_t C, int64_t KH, int64_t KW, Order order, bool tra
   return plan;
 }
 
-SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64_t height,
-                    int64_t width, at::ScalarType acc_dtype) {
-  SolvePlan plan = plan_geometry(weight.size(0), weight.size(2), weight.size(3), order, transpose,
-                                 height, width);
+namespace {
+
+// A 1-D buffer of n values followed by kPlanTail zeros; returns the view of the n values.
+at::Tensor with_tail(int64_t n, at::ScalarType dtype) {
+  at::Tensor buf = at::empty({n + kPlanTail}, at::TensorOptions().dtype(dtype));
+  buf.narrow(0, n, kPlanTail).zero_();
+  return buf.narrow(0, 0, n);
+}
+
+void loop_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::ScalarType acc) {
+  using cuda_kernels::PlanParams;
+  using cuda_kernels::View4;
+  const int64_t C = plan.C, kh = plan.kh, kw = plan.kw;
+  const PlanParams g{View4{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
+                     C, weight.size(2), weight.size(3), kh, kw, transpose, plan.flip_rows,
+                     plan.flip_cols};
+  // the canonical weight, materialised once in float64 (then plain strides below)
+  std::vector<double> v(C * C * kh * kw);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "make_plan", [&] {
+    const scalar_t* w = weight.const_data_ptr<scalar_t>();
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t c2 = 0; c2 < C; ++c2)
+        for (int64_t a = 0; a < kh; ++a)
+          for (int64_t b = 0; b < kw; ++b)
+            v[((c * C + c2) * kh + a) * kw + b] = cuda_kernels::canonical_weight(w, g, c, c2, a, b);
+  });
+  const PlanParams canonical{View4{C * kh * kw, kh * kw, kw, 1}, C, kh, kw, kh, kw, 0, 0, 0};
+  std::vector<double> linv(C * C);
+  for (int64_t j = 0; j < C; ++j) cuda_kernels::lower_inverse_column(v.data(), canonical, j, linv.data());
+  plan.taps = with_tail(kh * kw * C * C, acc).view({kh, kw, C, C});
+  plan.rhs_transform = at::empty({C, C}, at::TensorOptions().dtype(acc));
+  plan.neg_rhs_t = with_tail(C * C, acc);
+  AT_DISPATCH_FLOATING_TYPES(acc, "make_plan", [&] {
+    scalar_t* taps = plan.taps.mutable_data_ptr<scalar_t>();
+    scalar_t* rhs = plan.rhs_transform.mutable_data_ptr<scalar_t>();
+    scalar_t* neg_rhs_t = plan.neg_rhs_t.mutable_data_ptr<scalar_t>();
+    for (int64_t a = 0; a < kh; ++a)
+      for (int64_t b = 0; b < kw; ++b)
+        for (int64_t c = 0; c < C; ++c) cuda_kernels::fold_tap_column(v.data(), canonical, linv.data(), a, b, c, taps);
+    for (int64_t c = 0; c < C; ++c) cuda_kernels::rhs_row(g, linv.data(), c, rhs);  // g: the adjoint's column order
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t c2 = 0; c2 < C; ++c2) neg_rhs_t[c2 * C + c] = -rhs[c * C + c2];
+  });
+}
+
+void aten_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::ScalarType acc) {
   at::Tensor w = weight.contiguous();  // layout-independent arithmetic below
   if (transpose) {
     // v[c, c', a, b] = w[C-1-c', C-1-c, kh-1-a, kw-1-b]
@@ -86,16 +131,32 @@ SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64
   if (plan.flip_rows) dims.push_back(2);
   if (plan.flip_cols) dims.push_back(3);
   if (!dims.empty()) w = w.flip(dims);
-  const int64_t kh = plan.kh, kw = plan.kw;
+  const int64_t kh = plan.kh, kw = plan.kw, C = plan.C;
   w = w.slice(2, w.size(2) - kh).slice(3, w.size(3) - kw);
   const at::Tensor w64 = w.to(at::kDouble);
   const at::Tensor lower = w64.select(3, kw - 1).select(2, kh - 1).tril();  // [c][c']
   const at::Tensor lower_inv = at::linalg_solve_triangular(
-      lower, at::eye(plan.C, w64.options()), /*upper=*/false);
+      lower, at::eye(C, w64.options()), /*upper=*/false);
   // folded[c][c'][a][b] = sum_m L^{-1}[c][m] w[m][c'][a][b]
   const at::Tensor folded = at::tensordot(lower_inv, w64, {1}, {0});
-  plan.taps = folded.permute({2, 3, 1, 0}).contiguous().to(acc_dtype);
-  plan.rhs_transform = (transpose ? lower_inv.flip({1}) : lower_inv).contiguous().to(acc_dtype);
+  plan.taps = with_tail(kh * kw * C * C, acc).view({kh, kw, C, C});
+  plan.taps.copy_(folded.permute({2, 3, 1, 0}));
+  plan.rhs_transform = (transpose ? lower_inv.flip({1}) : lower_inv).contiguous().to(acc);
+  plan.neg_rhs_t = with_tail(C * C, acc);
+  plan.neg_rhs_t.view({C, C}).copy_(plan.rhs_transform.t().neg());
+}
+
+}  // namespace
+
+SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64_t height,
+                    int64_t width, at::ScalarType acc_dtype) {
+  TORCH_CHECK(weight.device().is_cpu(), "invconv_core: make_plan builds the CPU kernel's plan");
+  SolvePlan plan = plan_geometry(weight.size(0), weight.size(2), weight.size(3), order, transpose,
+                                 height, width);
+  if (plan.C <= kLoopPlanMaxC)
+    loop_plan(weight, plan, transpose, acc_dtype);
+  else
+    aten_plan(weight, plan, transpose, acc_dtype);
   return plan;
 }
 

@@ -53,7 +53,12 @@ struct SolvePlan {
   // (C, C) matrix M with  y'[:, p] = M y[:, p]  in the input's own channel order: L^{-1},
   // with its columns reversed when the channel axis is (the transposed solve).
   at::Tensor rhs_transform;
+  // make_plan only (the CPU kernel's): -M^T, [C'][C]. It and `taps` are views of buffers with
+  // kPlanTail zeros after their last value, which the CPU's vector loops may read.
+  at::Tensor neg_rhs_t;
 };
+
+constexpr int64_t kPlanTail = 32;
 
 // Everything of the plan but its numbers (taps, rhs_transform stay undefined): the channels, the
 // cropped kernel size, the flips of the canonical frame and the channel reversal. KH, KW: the
@@ -61,11 +66,13 @@ struct SolvePlan {
 SolvePlan plan_geometry(int64_t C, int64_t KH, int64_t KW, Order order, bool transpose,
                         int64_t height, int64_t width);
 
-// The plan with its numbers formed by ATen ops (the CPU kernel's; the CUDA kernel forms the same
-// numbers with two small kernels, cuda/plan_kernels.cuh, so it needs no host round trip).
+// The plan of the CPU kernel, on the CPU: its numbers by the element functions of plan_math.h
+// in plain loops up to kLoopPlanMaxC channels (the same arithmetic as the CUDA plan kernels, and
+// no dozen of small ATen ops per call), by ATen's BLAS above (where O(kh·kw·C³) loops lose).
 // weight: (C, C, kh, kw); height/width: image size. acc_dtype: the dtype the solver accumulates
 // in (float32 for float16/bfloat16/float32 inputs, float64 for float64). A zero on the diagonal
 // of the current tap yields inf/NaN entries (the system is singular), as documented.
+constexpr int64_t kLoopPlanMaxC = 16;
 SolvePlan make_plan(const at::Tensor& weight, Order order, bool transpose, int64_t height,
                     int64_t width, at::ScalarType acc_dtype);
 

@@ -318,11 +318,10 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   // y' = M y is evaluated per pixel inside the vector loop, in a fixed summation order: the
   // result does not depend on the thread count, the schedule or the memory layout of y.
   const FlippedView<const scalar_t> in(y, plan, /*reverse_channels=*/false);  // M reorders
-  // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight.
-  const at::Tensor taps_padded = at::cat({plan.taps.flatten(), plan.taps.new_zeros({kSumsPad})});
-  const at::Tensor neg_mt = at::cat({plan.rhs_transform.t().neg().flatten(),
-                                     plan.taps.new_zeros({kSumsPad})});
-  const Packed<acc_t> packed{taps_padded.data_ptr<acc_t>(), neg_mt.data_ptr<acc_t>()};
+  // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight:
+  // the plan's buffers carry kPlanTail zeros there.
+  static_assert(kSumsPad <= kPlanTail, "the plan's tail must cover the vector lanes");
+  const Packed<acc_t> packed{plan.taps.const_data_ptr<acc_t>(), plan.neg_rhs_t.const_data_ptr<acc_t>()};
   const FlippedView<scalar_t> res(out, plan, plan.reverse_channels);
   const int64_t image = g.Hp * g.Wp * C;
   // Stages y of canonical row i of image b, pixel-major: stage[j*C + c].

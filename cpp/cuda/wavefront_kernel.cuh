@@ -26,11 +26,7 @@
 #error "wavefront_kernel.cuh: compile with nvcc, or include emulation/simt_emulation.h first"
 #endif
 
-#if defined(__CUDACC__)
-#define INVCONV_HOST_DEVICE __host__ __device__
-#else
-#define INVCONV_HOST_DEVICE
-#endif
+#include "../plan_math.h"  // View4, imin/imax, INVCONV_HOST_DEVICE
 
 namespace invconv_core {
 namespace cuda_kernels {
@@ -46,19 +42,6 @@ constexpr int kMinBlocksPerSM = 1;
 constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
 // Blocks per launch at most; a block solves images b, b + gridDim.x, ... (any batch size).
 constexpr std::int64_t kMaxBlocks = 65535;
-
-INVCONV_HOST_DEVICE inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
-INVCONV_HOST_DEVICE inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
-
-// Element strides of a 4-D (image, channel, row, column) view: element (b, c, i, j) is
-// ptr[b*sb + c*sc + i*sh + j*sw]. Flips are a moved base pointer and a negated stride.
-struct View4 {
-  std::int64_t sb, sc, sh, sw;
-  INVCONV_HOST_DEVICE std::int64_t at(std::int64_t b, std::int64_t c, std::int64_t i,
-                                      std::int64_t j) const {
-    return b * sb + c * sc + i * sh + j * sw;
-  }
-};
 
 template <typename scalar_t, typename acc_t>
 struct SolveParams {

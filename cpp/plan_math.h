@@ -1,0 +1,108 @@
+// The numbers of the SolvePlan (solve_plan.h), element by element, torch-free and usable on the
+// host and in CUDA device code: the CPU plan (solve_plan.cpp) runs these functions in plain
+// loops, the CUDA plan kernels (cuda/plan_kernels.cuh) one column or tap per thread -- one
+// definition of the plan's arithmetic for every backend.
+//
+//   M = L^{-1}                (rhs_transform; its columns reversed for the adjoint)
+//   taps_{a,b} = L^{-1} W_{a,b}
+//
+// for the canonical TL weight v of the plan: make_plan's transpose, flips and crop applied as an
+// index map into the caller's weight, in float64.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define INVCONV_HOST_DEVICE __host__ __device__
+#else
+#define INVCONV_HOST_DEVICE
+#endif
+
+namespace invconv_core {
+namespace cuda_kernels {
+
+INVCONV_HOST_DEVICE inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+INVCONV_HOST_DEVICE inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+
+// Element strides of a 4-D (image, channel, row, column) view: element (b, c, i, j) is
+// ptr[b*sb + c*sc + i*sh + j*sw]. Flips are a moved base pointer and a negated stride.
+struct View4 {
+  std::int64_t sb, sc, sh, sw;
+  INVCONV_HOST_DEVICE std::int64_t at(std::int64_t b, std::int64_t c, std::int64_t i,
+                                      std::int64_t j) const {
+    return b * sb + c * sc + i * sh + j * sw;
+  }
+};
+
+struct PlanParams {
+  View4 ws;                   // element strides of the weight (out channel, in channel, row, column)
+  std::int64_t C, KH, KW;     // the weight's size
+  std::int64_t kh, kw;        // the cropped kernel of the plan
+  int transpose;              // the adjoint: v[c][c'][a][b] = w[C-1-c'][C-1-c][KH-1-a][KW-1-b]
+  int flip_rows, flip_cols;   // flips of the canonical frame (of the opposite order when transposed)
+};
+
+// Entry (c, c2, a, b) of the canonical TL weight, a < kh, b < kw: make_plan's transpose, flips
+// and crop (solve_plan.cpp) as an index map.
+template <typename scalar_t>
+INVCONV_HOST_DEVICE inline double canonical_weight(const scalar_t* w, const PlanParams& g,
+                                                   std::int64_t c, std::int64_t c2,
+                                                   std::int64_t a, std::int64_t b) {
+  std::int64_t row = g.KH - g.kh + a, col = g.KW - g.kw + b;  // the crop keeps the last rows/cols
+  if (g.flip_rows) row = g.KH - 1 - row;
+  if (g.flip_cols) col = g.KW - 1 - col;
+  std::int64_t out = c, in = c2;
+  if (g.transpose) {
+    out = g.C - 1 - c2;
+    in = g.C - 1 - c;
+    row = g.KH - 1 - row;
+    col = g.KW - 1 - col;
+  }
+  return static_cast<double>(w[g.ws.at(out, in, row, col)]);
+}
+
+// Column j of linv = L^{-1} (C x C, row-major, float64), L = the current tap's lower triangle,
+// by forward substitution; reads only column j of linv. A zero on L's diagonal gives inf/NaN
+// (the system is singular).
+template <typename scalar_t>
+INVCONV_HOST_DEVICE inline void lower_inverse_column(const scalar_t* w, const PlanParams& g,
+                                                     std::int64_t j, double* linv) {
+  const std::int64_t C = g.C, a = g.kh - 1, b = g.kw - 1;
+  for (std::int64_t i = 0; i < j; ++i) linv[i * C + j] = 0.0;
+  for (std::int64_t i = j; i < C; ++i) {
+    double s = i == j ? 1.0 : 0.0;
+    for (std::int64_t m = j; m < i; ++m) s -= canonical_weight(w, g, i, m, a, b) * linv[m * C + j];
+    linv[i * C + j] = s / canonical_weight(w, g, i, i, a, b);
+  }
+}
+
+// Output channel c of tap (a, b): taps[a][b][c2][c] = sum_{m <= c} linv[c][m] v(m, c2, a, b) for
+// every c2 (0 for the current tap, which the solvers never read).
+template <typename scalar_t, typename acc_t>
+INVCONV_HOST_DEVICE inline void fold_tap_column(const scalar_t* w, const PlanParams& g,
+                                                const double* linv, std::int64_t a, std::int64_t b,
+                                                std::int64_t c, acc_t* taps) {
+  const std::int64_t C = g.C;
+  const bool current = a == g.kh - 1 && b == g.kw - 1;
+  const double* l = linv + c * C;
+  acc_t* t = taps + (a * g.kw + b) * C * C + c;
+  for (std::int64_t c2 = 0; c2 < C; ++c2) {
+    double s = 0.0;
+    if (!current)
+      for (std::int64_t m = 0; m <= c; ++m) s += l[m] * canonical_weight(w, g, m, c2, a, b);
+    t[c2 * C] = static_cast<acc_t>(s);
+  }
+}
+
+// Row c of M: rhs[c][c2] = linv[c][c2], or linv[c][C-1-c2] for the adjoint (whose right-hand
+// side arrives with its channel axis in the input's order).
+template <typename acc_t>
+INVCONV_HOST_DEVICE inline void rhs_row(const PlanParams& g, const double* linv, std::int64_t c,
+                                        acc_t* rhs) {
+  const std::int64_t C = g.C;
+  for (std::int64_t c2 = 0; c2 < C; ++c2)
+    rhs[c * C + c2] = static_cast<acc_t>(linv[c * C + (g.transpose ? C - 1 - c2 : c2)]);
+}
+
+}  // namespace cuda_kernels
+}  // namespace invconv_core
