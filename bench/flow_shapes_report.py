@@ -19,7 +19,7 @@ def ratios(data: dict, stat: str = "median") -> list[dict]:
     """[{device, B, C, H, forward, forward_backward: (ours, conv2d, ratio)}] per shape, in the
     order the shapes first appear."""
     table: dict = {}
-    for bench in data["benchmarks"]:
+    for bench in data.get("benchmarks", []):
         m = re.fullmatch(r"flow (forward|forward\+backward) (\w+) B(\d+) C(\d+) (\d+)x\d+", bench.get("group") or "")
         if not m:
             continue
