@@ -50,12 +50,14 @@ def _stage_list(text: str) -> list[str]:
 
 
 def _positive_int(text: str) -> int:
+    # (not invconv_core.flows.validate: this process must not import invconv_core before the
+    # build stage has built it)
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-import invconv_core as ic
+import pairs
 from cases import DEVICES, operands
 
 # (B, C, H = W, k): the flow-layer shape of the core issue, then single-channel images as a
@@ -27,22 +26,6 @@ def _operands(device, B, C, H, k, requires_grad=False):
     return y, w
 
 
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _run(benchmark, device, fn):
-    def call():
-        out = fn()
-        _sync(device)
-        return out
-    if device == "cuda":  # asynchronous: fixed rounds, each synchronised
-        benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=3)
-    else:
-        benchmark(call)
-
-
 def _grid(test):
     """Every device × shape × implementation (the reference conv2d and our op)."""
     test = pytest.mark.parametrize("impl", ["conv2d", "inv_conv2d"])(test)
@@ -55,10 +38,8 @@ def test_forward(benchmark, device, shape, impl):
     B, C, H, k = shape
     benchmark.group = f"forward {device} B{B} C{C} {H}x{H} k{k}"
     y, w = _operands(device, B, C, H, k)
-    padded = F.pad(y, (k - 1, 0, k - 1, 0))
-    fn = (lambda: F.conv2d(padded, w)) if impl == "conv2d" else (lambda: ic.inv_conv2d(y, w))
     with torch.no_grad():
-        _run(benchmark, device, fn)
+        pairs.run(benchmark, device, pairs.forward(impl, y, w))
 
 
 @_grid
@@ -68,13 +49,4 @@ def test_forward_backward(benchmark, device, shape, impl):
     benchmark.group = f"forward+backward {device} B{B} C{C} {H}x{H} k{k}"
     y, w = _operands(device, B, C, H, k, requires_grad=True)
     g = torch.randn(y.shape, device=device)
-
-    def conv():
-        out = F.conv2d(F.pad(y, (k - 1, 0, k - 1, 0)), w)
-        return torch.autograd.grad(out, (y, w), g)
-
-    def inv():
-        out = ic.inv_conv2d(y, w)
-        return torch.autograd.grad(out, (y, w), g)
-
-    _run(benchmark, device, conv if impl == "conv2d" else inv)
+    pairs.run(benchmark, device, pairs.forward_backward(impl, y, w, g))

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+import pairs
 from cases import DEVICES, operands
 
-import invconv_core as ic
 
 K = 3
 # (B, C, H = W) and the flow level that feeds it
@@ -36,17 +35,6 @@ def group_name(mode: str, device: str, B: int, C: int, H: int) -> str:
     return f"flow {mode} {device} B{B} C{C} {H}x{H}"
 
 
-def _run(benchmark, device, fn):
-    if device == "cuda":
-        def call():
-            out = fn()
-            torch.cuda.synchronize()
-            return out
-        benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=3)
-    else:
-        benchmark(fn)
-
-
 def _grid(test):
     test = pytest.mark.parametrize("impl", ["conv2d", "inv_conv2d"])(test)
     test = pytest.mark.parametrize("shape", list(FLOW_SHAPES), ids=lambda s: "B%d-C%d-%dx%d" % (s[0], s[1], s[2], s[2]))(test)
@@ -58,10 +46,8 @@ def test_flow_forward(benchmark, device, shape, impl):
     B, C, H = shape
     benchmark.group = group_name("forward", device, B, C, H)
     w, y = operands(C, K, K, "TL", (B, C, H, H), torch.float32, device)
-    padded = F.pad(y, (K - 1, 0, K - 1, 0))
-    fn = (lambda: F.conv2d(padded, w)) if impl == "conv2d" else (lambda: ic.inv_conv2d(y, w))
     with torch.no_grad():
-        _run(benchmark, device, fn)
+        pairs.run(benchmark, device, pairs.forward(impl, y, w))
 
 
 @_grid
@@ -69,14 +55,4 @@ def test_flow_forward_backward(benchmark, device, shape, impl):
     B, C, H = shape
     benchmark.group = group_name("forward+backward", device, B, C, H)
     w, y, g = operands(C, K, K, "TL", (B, C, H, H), torch.float32, device, extra=1, requires_grad=True)
-    g = g.detach()
-
-    def conv():
-        out = F.conv2d(F.pad(y, (K - 1, 0, K - 1, 0)), w)
-        return torch.autograd.grad(out, (y, w), g)
-
-    def inv():
-        out = ic.inv_conv2d(y, w)
-        return torch.autograd.grad(out, (y, w), g)
-
-    _run(benchmark, device, conv if impl == "conv2d" else inv)
+    pairs.run(benchmark, device, pairs.forward_backward(impl, y, w, g.detach()))

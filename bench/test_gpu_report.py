@@ -29,7 +29,7 @@ def test_help_describes_the_stages():
 @pytest.mark.parametrize("args, message", [
     (["--out", "x", "--stages", "bild"], "argument --stages: expected a comma-separated subset"),
     (["--out", "x", "--stages", ""], "argument --stages"),
-    (["--out", "x", "--repeats", "0"], "argument --repeats: expected a positive integer"),
+    (["--out", "x", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got '0'"),
     (["--stages", "bench"], "the following arguments are required: --out"),
 ])
 def test_bad_arguments_exit_2_naming_the_option(args, message, tmp_path):

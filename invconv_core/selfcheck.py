@@ -49,6 +49,11 @@ class Case:
     def size(self) -> int:
         return self.B * self.C * self.H * self.W
 
+    @property
+    def terms(self) -> int:
+        """Products summed per unknown (the n of the cond·n·u tolerance)."""
+        return self.C * self.kh * self.kw
+
     def arrays(self):
         """(weight, y, g) as float64 arrays."""
         return operand_arrays(self.C, self.kh, self.kw, self.order, (self.B, self.C, self.H, self.W),
@@ -163,41 +168,40 @@ def run_checks(cases: list[Case], device_list: list[str] | None = None, progress
         if progress:
             progress(r)
 
+    def over_cases(names, device, impl, dtype, measure):
+        """One CheckResult per name; measure(case, tol) -> {name: (error, tolerance)}."""
+        found = {n: CheckResult(n, device, impl, str(dtype).replace("torch.", "")) for n in names}
+        for c in cases:
+            tol = solve_tolerance(cond[c], c.terms, dtype)
+            for name, (err, bound) in measure(c, tol).items():
+                found[name].record(c, err, bound)
+        for r in found.values():
+            done(r)
+
     for device in device_list:
         for impl in implementations(device):
             solve = _solver(impl)
             for dtype in DTYPES:
-                dname = str(dtype).replace("torch.", "")
-                inv = CheckResult("inverse", device, impl, dname)
-                adj = CheckResult("adjoint", device, impl, dname)
-                for c in cases:
+                def solves(c, tol, dtype=dtype, device=device, solve=solve):
                     w, y, g = c.arrays()
-                    tol = solve_tolerance(cond[c], c.C * c.kh * c.kw, dtype)
                     wt, yt, gt = (_tensor(a, dtype, device) for a in (w, y, g))
-                    inv.record(c, rel_err(to_np(solve(yt, wt, c.order, False)), dense[c].solve(y)), tol)
-                    adj.record(c, rel_err(to_np(solve(gt, wt, c.order, True)), dense[c].solve_transpose(g)), tol)
-                done(inv)
-                done(adj)
+                    return {"inverse": (rel_err(to_np(solve(yt, wt, c.order, False)), dense[c].solve(y)), tol),
+                            "adjoint": (rel_err(to_np(solve(gt, wt, c.order, True)), dense[c].solve_transpose(g)), tol)}
+                over_cases(("inverse", "adjoint"), device, impl, dtype, solves)
             # gradients, log-det and gradcheck go through the public op (autograd formula)
             if impl != implementations(device)[0]:
                 continue
             for dtype in DTYPES:
-                dname = str(dtype).replace("torch.", "")
-                gy_res = CheckResult("grad_y", device, impl, dname)
-                gw_res = CheckResult("grad_w", device, impl, dname)
-                for c in cases:
+                def gradients(c, tol, dtype=dtype, device=device):
                     w, y, g = c.arrays()
-                    tol = solve_tolerance(cond[c], c.C * c.kh * c.kw, dtype)
                     wt, yt = _tensor(w, dtype, device, True), _tensor(y, dtype, device, True)
-                    x = ic.inv_conv2d(yt, wt, c.order)
-                    (x * _tensor(g, dtype, device)).sum().backward()
+                    (ic.inv_conv2d(yt, wt, c.order) * _tensor(g, dtype, device)).sum().backward()
                     x_ref, gy_ref = dense[c].solve(y), dense[c].solve_transpose(g)
-                    gy_res.record(c, rel_err(to_np(yt.grad), gy_ref), tol)
                     gw_ref = dense[c].weight_grad(gy_ref, x_ref)
                     bound = weight_grad_bound(tol, c.B * c.H * c.W, dtype, gy_ref, x_ref)
-                    gw_res.record(c, float(np.abs(to_np(wt.grad) - gw_ref).max(initial=0.0)), bound + 1e-300)
-                done(gy_res)
-                done(gw_res)
+                    return {"grad_y": (rel_err(to_np(yt.grad), gy_ref), tol),
+                            "grad_w": (float(np.abs(to_np(wt.grad) - gw_ref).max(initial=0.0)), bound + 1e-300)}
+                over_cases(("grad_y", "grad_w"), device, impl, dtype, gradients)
             ld = CheckResult("logabsdet", device, impl, "float64")
             for c in cases:
                 if c.C * c.H * c.W > 400:  # slogdet of the dense T: keep it cheap

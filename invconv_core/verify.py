@@ -17,36 +17,17 @@ import time
 
 
 def _parse(argv):
+    from .flows.validate import int_option
     p = argparse.ArgumentParser(prog="invconv-verify", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n")[1])
-    p.add_argument("--seed", type=_nonnegative_int, default=None,
+    p.add_argument("--seed", type=int_option(0), default=None,
                    help="seed of the random cases (default: a fresh one, printed; pass it to replay)")
-    p.add_argument("--cases", type=_positive_int, default=None,
+    p.add_argument("--cases", type=int_option(1), default=None,
                    help="random cases per check (default 60; 400 with --deep)")
     p.add_argument("--deep", action="store_true",
                    help="a longer search: more and larger cases (C up to 16, images up to 12², kernels up to 15)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")
     return p.parse_args(argv)
-
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonnegative_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def _line(r) -> str:

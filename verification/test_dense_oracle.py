@@ -3,38 +3,17 @@ operators against dense float64 triangular solves (invconv_core/oracle.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
-from cases import (DEVICES, ORDERS, SOLVERS, UNIT_ROUNDOFF, operand_arrays, rel_err, solve,
-                   solve_tolerance, solver_device, to_np, weight_grad_bound)
-from invconv_core.oracle import DenseProblem
+from cases import (DEVICES, ORDERS, SOLVERS, UNIT_ROUNDOFF, rel_err, solve, solve_tolerance,
+                   solver_device, to_np, weight_grad_bound)
 from hypothesis import given
 from hypothesis import strategies as st
 
 import invconv_core as ic
-
-
-@dataclass
-class Case:
-    B: int
-    C: int
-    H: int
-    W: int
-    kh: int
-    kw: int
-    order: str
-    seed: int
-
-    def arrays(self):  # weight, y, g
-        return operand_arrays(self.C, self.kh, self.kw, self.order,
-                              (self.B, self.C, self.H, self.W), self.seed, extra=1)
-
-    @property
-    def terms(self) -> int:  # products summed per unknown
-        return self.C * self.kh * self.kw
+from invconv_core.oracle import DenseProblem
+from invconv_core.selfcheck import Case  # the cases invconv-verify draws, drawn here by Hypothesis
 
 
 @st.composite

@@ -49,8 +49,9 @@ def test_python_dash_m_and_help():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cases", "0"], "argument --cases: expected a positive integer, got '0'"),
-    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["--cases", "0"], "argument --cases: expected an integer >= 1, got 0"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["--cases", "many"], "argument --cases: expected an integer >= 1, got 'many'"),
 ])
 def test_bad_arguments_exit_2(args, message):
     proc = run("invconv-verify", *args)
