@@ -20,34 +20,6 @@
 namespace invconv_core {
 namespace {
 
-template <typename scalar_t>
-void launch_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool transpose,
-                  at::Tensor& out) {
-  using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
-  // the plan: two small kernels on the same stream, before the solve that reads it
-  DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
-                              std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
-  const scalar_t* w = weight.const_data_ptr<scalar_t>();
-  cuda_kernels::lower_inverse_kernel<scalar_t>
-      <<<d.launch.channel_blocks, d.launch.threads, 0, stream>>>(w, d.params,
-                                                                d.linv.mutable_data_ptr<double>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cuda_kernels::fold_taps_kernel<scalar_t, acc_t>
-      <<<dim3(d.launch.channel_blocks, d.launch.tap_cols, d.launch.tap_rows), d.launch.threads, 0,
-         stream>>>(w, d.params, d.linv.const_data_ptr<double>(),
-                   d.plan.taps.mutable_data_ptr<acc_t>(),
-                   d.plan.rhs_transform.mutable_data_ptr<acc_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  PreparedSolve<scalar_t, acc_t> s = prepare_solve<scalar_t, acc_t>(
-      y, d.plan, out, cuda_kernels::kDefaultSharedLimit, cuda_kernels::kMaxThreads,
-      cuda_kernels::kMaxBlocks);
-  cuda_kernels::wavefront_solve_kernel<scalar_t, acc_t>
-      <<<static_cast<unsigned>(s.config.blocks), s.config.threads, s.config.shared_bytes,
-         stream>>>(s.params);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 at::Tensor inv_conv2d_cuda(const at::Tensor& y, const at::Tensor& weight, c10::string_view order,
                            bool transpose) {
   check_operands(y, weight, "y");  // also: y and weight on the same device
@@ -56,8 +28,15 @@ at::Tensor inv_conv2d_cuda(const at::Tensor& y, const at::Tensor& weight, c10::s
   const Order o = parse_order(std::string(order));
   at::Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_cuda",
-                                  [&] { launch_solve<scalar_t>(y, weight, o, transpose, out); });
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
+  auto launch = [stream](auto kernel, dim3 grid, dim3 block, std::size_t shared, auto... args) {
+    kernel<<<grid, block, shared, stream>>>(args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_cuda", [&] {
+    run_solve<scalar_t>(y, weight, o, transpose, out, cuda_kernels::kDefaultSharedLimit,
+                        cuda_kernels::kMaxThreads, cuda_kernels::kMaxBlocks, launch);
+  });
   return out;
 }
 

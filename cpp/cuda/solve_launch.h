@@ -2,8 +2,8 @@
 // the CPU emulation of the same kernels (emulation/emulated_op.cpp): the SolvePlan (the CPU
 // kernel's geometry, its numbers formed on the device by plan_kernels.cuh), then the solve
 // kernel's parameters -- the flipped index maps of the input and the output, the packed taps,
-// the scratch image -- and its launch configuration. The caller only dispatches the dtype and
-// launches.
+// the scratch image -- and its launch configuration, and the three launches in order
+// (run_solve). The caller only dispatches the dtype and says how a kernel is launched.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -15,6 +15,10 @@
 #include "wavefront_kernel.cuh"
 
 namespace invconv_core {
+
+// The kernels' accumulation type: float64 for float64 data, float32 for the rest.
+template <typename scalar_t>
+using kernel_acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
 
 // Pointer offset and strides of `t` (N, C, H, W) seen in the canonical TL frame of the plan.
 inline cuda_kernels::View4 canonical_view(const at::Tensor& t, const SolvePlan& plan,
@@ -98,6 +102,31 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
     }
   }
   return s;
+}
+
+// One solve: the plan's two kernels, then the solve kernel, each run by
+// launch(kernel, grid, block, shared_bytes, args...) -- `<<<...>>>` on the current stream in the
+// CUDA glue, invconv_simt::launch in the emulation -- so both run the same launches in the
+// same order. `shared_limit`, `max_threads`, `max_blocks`: the solve's launch limits.
+template <typename scalar_t, typename Launch>
+void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool transpose,
+               at::Tensor& out, std::size_t shared_limit, int max_threads, int64_t max_blocks,
+               Launch&& launch) {
+  using acc_t = kernel_acc_t<scalar_t>;
+  DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
+                              std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  launch(&cuda_kernels::lower_inverse_kernel<scalar_t>, dim3(d.launch.channel_blocks),
+         dim3(d.launch.threads), std::size_t{0}, w, d.params, d.linv.mutable_data_ptr<double>());
+  launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>,
+         dim3(d.launch.channel_blocks, d.launch.tap_cols, d.launch.tap_rows),
+         dim3(d.launch.threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
+         d.plan.taps.mutable_data_ptr<acc_t>(), d.plan.rhs_transform.mutable_data_ptr<acc_t>());
+  PreparedSolve<scalar_t, acc_t> s =
+      prepare_solve<scalar_t, acc_t>(y, d.plan, out, shared_limit, max_threads, max_blocks);
+  launch(&cuda_kernels::wavefront_solve_kernel<scalar_t, acc_t>,
+         dim3(static_cast<unsigned>(s.config.blocks)), dim3(static_cast<unsigned>(s.config.threads)),
+         s.config.shared_bytes, s.params);
 }
 
 }  // namespace invconv_core
