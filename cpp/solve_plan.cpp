@@ -106,16 +106,15 @@ void loop_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::Sc
   std::vector<double> linv(C * C);
   for (int64_t j = 0; j < C; ++j) cuda_kernels::lower_inverse_column(v.data(), canonical, j, linv.data());
   plan.taps = with_tail(kh * kw * C * C, acc).view({kh, kw, C, C});
-  plan.rhs_transform = at::empty({C, C}, at::TensorOptions().dtype(acc));
   plan.neg_rhs_t = with_tail(C * C, acc);
   AT_DISPATCH_FLOATING_TYPES(acc, "make_plan", [&] {
     scalar_t* taps = plan.taps.mutable_data_ptr<scalar_t>();
-    scalar_t* rhs = plan.rhs_transform.mutable_data_ptr<scalar_t>();
     scalar_t* neg_rhs_t = plan.neg_rhs_t.mutable_data_ptr<scalar_t>();
     for (int64_t a = 0; a < kh; ++a)
       for (int64_t b = 0; b < kw; ++b)
         for (int64_t c = 0; c < C; ++c) cuda_kernels::fold_tap_column(v.data(), canonical, linv.data(), a, b, c, taps);
-    for (int64_t c = 0; c < C; ++c) cuda_kernels::rhs_row(g, linv.data(), c, rhs);  // g: the adjoint's column order
+    std::vector<scalar_t> rhs(C * C);  // M, only to be stored transposed and negated
+    for (int64_t c = 0; c < C; ++c) cuda_kernels::rhs_row(g, linv.data(), c, rhs.data());  // g: the adjoint's column order
     for (int64_t c = 0; c < C; ++c)
       for (int64_t c2 = 0; c2 < C; ++c2) neg_rhs_t[c2 * C + c] = -rhs[c * C + c2];
   });
@@ -141,9 +140,9 @@ void aten_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::Sc
   const at::Tensor folded = at::tensordot(lower_inv, w64, {1}, {0});
   plan.taps = with_tail(kh * kw * C * C, acc).view({kh, kw, C, C});
   plan.taps.copy_(folded.permute({2, 3, 1, 0}));
-  plan.rhs_transform = (transpose ? lower_inv.flip({1}) : lower_inv).contiguous().to(acc);
+  const at::Tensor rhs = transpose ? lower_inv.flip({1}) : lower_inv;  // M
   plan.neg_rhs_t = with_tail(C * C, acc);
-  plan.neg_rhs_t.view({C, C}).copy_(plan.rhs_transform.t().neg());
+  plan.neg_rhs_t.view({C, C}).copy_(rhs.t().neg());
 }
 
 }  // namespace

@@ -51,7 +51,8 @@ struct SolvePlan {
   // current tap (kh-1, kw-1) is never read.
   at::Tensor taps;
   // (C, C) matrix M with  y'[:, p] = M y[:, p]  in the input's own channel order: L^{-1},
-  // with its columns reversed when the channel axis is (the transposed solve).
+  // with its columns reversed when the channel axis is (the transposed solve). The CUDA plan's
+  // (cuda/solve_launch.h); make_plan, for the CPU kernel, stores it as neg_rhs_t instead.
   at::Tensor rhs_transform;
   // make_plan only (the CPU kernel's): -M^T, [C'][C]. It and `taps` are views of buffers with
   // kPlanTail zeros after their last value, which the CPU's vector loops may read.

@@ -10,7 +10,6 @@ Python snippet that replays it; ``--seed`` replays the whole run); 2 bad argumen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 1
     from . import backend_info, selfcheck
+    from .flows.io import atomic_write_json
     from .oracle import ORACLE_SOLVER
 
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -72,10 +72,7 @@ def main(argv=None) -> int:
     if args.json:
         payload = {"seed": seed, "cases": n, "deep": args.deep, "seconds": seconds, "backend": info,
                    "passed": not failed, "results": [r.to_dict() for r in results]}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, allow_nan=False)
-        os.replace(tmp, args.json)
+        atomic_write_json(payload, args.json)
     return 0 if not failed else 1
 
 
