@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
+import torch
 
-from invconv_core.flows.data import load_dataset
+from invconv_core.flows.data import PHOTOS_SPLIT, load_dataset
 
 
 def _idx(path, magic, arr, gz=False):
@@ -115,3 +117,55 @@ def test_digits_is_the_embedded_default():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="dataset must be one of"):
         load_dataset("svhn")
+
+
+# ---------------------------------------------------------------------------- photos (embedded)
+
+def _photos_or_skip():
+    pytest.importorskip("skimage", reason="the photos dataset needs the optional scikit-image")
+    return load_dataset("photos", "train"), load_dataset("photos", "test")
+
+
+def test_photos_shape_dtype_levels():
+    train, test = _photos_or_skip()
+    assert train.images.shape == (1202, 3, 32, 32) and test.images.shape == (342, 3, 32, 32)
+    for d in (train, test):
+        assert d.n_bins == 256 and d.images.dtype == torch.float32
+        assert d.images.min() >= 0 and d.images.max() <= 255
+        assert torch.equal(d.images, d.images.round())          # integer levels
+        assert len(torch.unique(d.images)) > 200                 # 8-bit photographs, not 17 levels
+        assert d.labels.dtype == torch.int64 and len(d.labels) == len(d.images)
+    assert train.labels.bincount().tolist() == [256, 256, 345, 345]
+    assert test.labels.bincount().tolist() == [126, 216]
+
+
+def test_photos_are_the_bundled_photographs_tiled():
+    skimage_data = pytest.importorskip("skimage.data")
+    train, _ = _photos_or_skip()
+    astronaut = skimage_data.astronaut()                         # (512, 512, 3) uint8
+    # tile (row 1, column 2) of the first photograph, in row-major tile order (16 per row)
+    expected = torch.tensor(astronaut[32:64, 64:96]).permute(2, 0, 1).float()
+    assert torch.equal(train.images[16 + 2], expected)
+
+
+def test_photos_split_uses_different_photographs():
+    train, test = _photos_or_skip()
+    assert not set(PHOTOS_SPLIT["train"]) & set(PHOTOS_SPLIT["test"])
+    # the stereo pair shows one scene: both on the training side
+    assert {"motorcycle_left", "motorcycle_right"} <= set(PHOTOS_SPLIT["train"])
+    # no test patch equals a training patch
+    flat_train = {bytes(p.to(torch.uint8).numpy()) for p in train.images}
+    assert not any(bytes(p.to(torch.uint8).numpy()) in flat_train for p in test.images)
+
+
+def test_photos_are_deterministic():
+    first, _ = _photos_or_skip()
+    again = load_dataset("photos", "train")
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+
+
+def test_photos_without_scikit_image_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    with pytest.raises(ImportError, match=r"'photos' dataset needs scikit-image.*invconv-core\[photos\]"):
+        load_dataset("photos", "train")

@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, InvConv2d,
-                                LogitTransform, Squeeze, bits_per_dim, build_flow)
-from invconv_core.flows.layers import ReverseChannels
-
+from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, FlowSequence,
+                                InvConv2d, LogitTransform, Squeeze, bits_per_dim, build_flow)
+from invconv_core.flows.models import _step
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +48,10 @@ def _layers():  # constructed inside the float64 fixture (see LAYERS below)
     yield "squeeze", Squeeze(), (2, 2, 4, 2)
     yield "conv1x1", Conv1x1(3), (2, 3, 2, 3)
     yield "logit", LogitTransform(0.05), (2, 1, 3, 3)
-    yield "reverse", ReverseChannels(), (2, 3, 2, 2)
 
 
 LAYER_NAMES = ["invconv-inverse-TL", "invconv-inverse-BR-k2x4", "invconv-conv-TR",
-               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit",
-               "reverse"]
+               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit"]
 
 
 @pytest.mark.parametrize("name", LAYER_NAMES)
@@ -106,6 +103,52 @@ def test_actnorm_init_is_a_buffer_that_survives_state_dict():
     before = b.bias.clone()
     b(torch.randn(8, 2, 3, 3))  # must not re-initialise
     torch.testing.assert_close(b.bias, before)
+
+
+# The published step of each model, data→latent (models.py names the sources); (kind, order,
+# placement) of every layer. Orders of the single k×k conv alternate TL, BR, TR, BL by step.
+PUBLISHED_STEPS = {
+    "inverse-flow": lambda o: [("InvConv2d", o, "inverse"), ("ActNorm",), ("Conv1x1",), ("AffineCoupling",)],
+    "glow": lambda o: [("ActNorm",), ("Conv1x1",), ("AffineCoupling",)],
+    "emerging": lambda o: [("ActNorm",), ("Conv1x1",), ("InvConv2d", "TL", "conv"),
+                           ("InvConv2d", "BR", "conv"), ("AffineCoupling",)],
+    "finc": lambda o: [("ActNorm",), ("Conv1x1",), ("InvConv2d", o, "conv"), ("AffineCoupling",)],
+}
+
+
+def _describe(layer):
+    if isinstance(layer, InvConv2d):
+        return (type(layer).__name__, layer.order, layer.placement)
+    return (type(layer).__name__,)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_builds_its_published_step(model):
+    assert set(PUBLISHED_STEPS) == set(MODELS)
+    for index, order in enumerate(["TL", "BR", "TR", "BL", "TL"]):
+        layers = _step(model, 4, index, 8, 3)
+        assert [_describe(lay) for lay in layers] == PUBLISHED_STEPS[model](order)
+    flow = build_flow(FlowConfig(model=model, image_shape=(1, 8, 8), levels=2, steps=3, width=8))
+    for level in flow.levels:  # a squeeze, then the steps, nothing else (no channel permutation)
+        kinds = [_describe(lay) for lay in level.layers]
+        expected = [("Squeeze",)] + sum((PUBLISHED_STEPS[model](o) for o in ["TL", "BR", "TR"]), [])
+        assert kinds == expected
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_one_step_inverse_and_logdet_against_the_dense_jacobian(model):
+    torch.manual_seed(0)
+    step = FlowSequence(_step(model, 4, 1, 8, 2)).double()
+    x = torch.randn(2, 4, 3, 3)
+    step(x * 2 + 0.5)  # ActNorm init on other data, then fixed
+    step.eval()
+    _randomise(step)
+    z, ld = step(x)
+    x_back, ld_inv = step.inverse(z)
+    torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ld, _jacobian_logdet(lambda v: step(v)[0], x))
+    torch.testing.assert_close(ld_inv, -ld)
+    torch.testing.assert_close(ld_inv, _jacobian_logdet(lambda v: step.inverse(v)[0], z))
 
 
 @pytest.mark.parametrize("model", MODELS)

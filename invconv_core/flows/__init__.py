@@ -12,7 +12,7 @@ from .classify import ClassifierConfig, ClassifierResult, InvConvClassifier, tra
 from .data import DATASET_INFO, DATASETS, DatasetInfo, ImageData, load_dataset
 from .errors import CheckpointError, FlowError, RunExistsError, TrainingDiverged
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
-                     ReverseChannels, Squeeze)
+                     Squeeze)
 from .models import MODELS, FlowConfig, MultiScaleFlow, SplitPrior, build_flow
 from .sampling import load_flow, sample
 from .timing import matched_config, time_models
@@ -21,7 +21,7 @@ from .training import TrainConfig, TrainResult, evaluate_bpd, fit
 __all__ = [
     # layers and models
     "ActNorm", "AffineCoupling", "Conv1x1", "FlowSequence", "InvConv2d", "LogitTransform",
-    "ReverseChannels", "Squeeze", "SplitPrior", "MODELS", "FlowConfig", "MultiScaleFlow",
+    "Squeeze", "SplitPrior", "MODELS", "FlowConfig", "MultiScaleFlow",
     "build_flow", "matched_config",
     # data and bits/dim
     "DATASET_INFO", "DATASETS", "DatasetInfo", "ImageData", "load_dataset", "bits_per_dim",

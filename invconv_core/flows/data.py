@@ -5,6 +5,14 @@ NCHW) with labels.
   They have 17 grey levels (0–16), so ``n_bins = 17`` — bits/dim are w.r.t. 17 levels, not
   the 256 of MNIST, and are not comparable with 8-bit numbers. Split: a fixed permutation
   (seed 0), the last 297 images are the test set.
+- ``photos``: 3×32×32 8-bit RGB patches cut from the lossless PNG photographs that
+  scikit-image bundles in its wheel (``skimage/data/``; no download), 256 levels, so bits/dim
+  are on the 8-bit scale of CIFAR-10 (the data are not CIFAR-10: never compare the numbers as
+  if they were). Non-overlapping 32×32 tiles on a grid from the top-left corner, row by row.
+  Train and test come from **different photographs** (:data:`PHOTOS_SPLIT`), so no test pixel
+  is seen in training; the stereo pair ``motorcycle_left``/``motorcycle_right`` (one scene) is
+  kept on one side. Label = index of the photograph in ``PHOTOS_SPLIT[split]``. Needs the
+  optional extra ``scikit-image`` (``pip install 'invconv-core[photos]'``).
 - ``mnist``: IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``), 28×28, 256 levels.
 - ``cifar10``: the python pickles ``data_batch_1`` … ``data_batch_5`` and ``test_batch``
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "load_dataset"]
+__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "PHOTOS_SPLIT", "load_dataset"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class DatasetInfo:
 
 DATASET_INFO = {
     "digits": DatasetInfo((1, 8, 8), 17, 2, 50, False),
+    "photos": DatasetInfo((3, 32, 32), 256, 3, 50, False),
     "mnist": DatasetInfo((1, 28, 28), 256, 2, 50, True),
     "cifar10": DatasetInfo((3, 32, 32), 256, 3, 25, True),
     "imagenet32": DatasetInfo((3, 32, 32), 256, 3, 50, True),
@@ -83,6 +92,46 @@ def _digits(split: str) -> ImageData:
     idx = perm[:1500] if split == "train" else perm[1500:]
     images = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1)
     return ImageData(images, torch.tensor(d.target[idx], dtype=torch.int64), n_bins=17)
+
+
+#: The photographs of each split (skimage/data/<name>.png). Train: 1,202 patches; test: 342.
+PHOTOS_SPLIT = {
+    "train": ("astronaut", "ihc", "motorcycle_left", "motorcycle_right"),
+    "test": ("chelsea", "coffee"),
+}
+_PATCH = 32
+
+
+def _photo_patches(path: str) -> np.ndarray:
+    """(n, 3, 32, 32) uint8: the non-overlapping 32×32 tiles of one RGB photograph."""
+    from skimage.io import imread
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: photograph not found in the installed scikit-image "
+                                f"(expected its bundled data file; reinstall scikit-image)")
+    image = np.asarray(imread(path))
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{path}: expected an 8-bit RGB photograph, got dtype {image.dtype} "
+                         f"and shape {image.shape}")
+    rows, cols = image.shape[0] // _PATCH, image.shape[1] // _PATCH
+    tiles = image[:rows * _PATCH, :cols * _PATCH].reshape(rows, _PATCH, cols, _PATCH, 3)
+    return tiles.transpose(0, 2, 4, 1, 3).reshape(rows * cols, 3, _PATCH, _PATCH)
+
+
+def _photos(split: str) -> ImageData:
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise ImportError("the 'photos' dataset needs scikit-image, an optional extra: pip install "
+                          "'invconv-core[photos]' (or pip install scikit-image)") from err
+    root = os.path.dirname(skimage.data.__file__)
+    xs, ys = [], []
+    for label, name in enumerate(PHOTOS_SPLIT[split]):
+        patches = _photo_patches(os.path.join(root, name + ".png"))
+        xs.append(patches)
+        ys.append(np.full(len(patches), label, dtype=np.int64))
+    return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),
+                     torch.tensor(np.concatenate(ys)), n_bins=256)
 
 
 def _open_maybe_gz(path):
@@ -190,6 +239,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None) -
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "digits":
         return _digits(split)
+    if name == "photos":
+        return _photos(split)
     if name == "mnist":
         return _mnist(data_dir, split)
     if name == "cifar10":

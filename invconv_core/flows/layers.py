@@ -19,7 +19,7 @@ from .. import ops
 from .._geometry import check_order, current_tap
 
 __all__ = ["FlowLayer", "InvConv2d", "ActNorm", "AffineCoupling", "Squeeze", "Conv1x1",
-           "ReverseChannels", "LogitTransform", "FlowSequence"]
+           "LogitTransform", "FlowSequence"]
 
 
 class FlowLayer(nn.Module):
@@ -219,20 +219,10 @@ class Squeeze(FlowLayer):
         return z.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
 
 
-class ReverseChannels(FlowLayer):
-    """Reverses the channel order (volume preserving, logabsdet 0), so successive couplings
-    transform alternate halves in the models whose invertible conv starts near the identity."""
-
-    def forward(self, x):
-        return x.flip(1), x.new_zeros(x.shape[0])
-
-    def inverse(self, z):
-        return z.flip(1), z.new_zeros(z.shape[0])
-
-
 class Conv1x1(FlowLayer):
-    """Glow's invertible 1×1 convolution (the Glow baseline); forward logabsdet
-    ``H·W·log|det W|``. Initialised to a random rotation."""
+    """Glow's invertible 1×1 convolution (in the step of every model: it mixes all channels
+    before each coupling); forward logabsdet ``H·W·log|det W|``. Initialised to a random
+    rotation."""
 
     def __init__(self, channels: int):
         super().__init__()

@@ -1,21 +1,28 @@
 r"""Glow-like multi-scale flows from one builder: Inverse-Flow and its baselines.
 
-Architecture (L levels × K steps): squeeze → K × [ActNorm → invertible conv → affine coupling]
-→ split prior (half the channels factored out, Gaussian conditioned on the rest), with a learned
-Gaussian prior on what is left after the last level. Only the invertible conv differs:
+Architecture (L levels × K steps): squeeze → K flow steps → split prior (half the channels
+factored out, Gaussian conditioned on the rest), with a learned Gaussian prior on what is left
+after the last level. Each model builds its step as published (data→latent order):
 
-    inverse-flow  InvConv2d, inverse placement: data→latent solves T⁻¹ (inv_conv2d), sampling
-                  is a plain causal convolution — fast sampling (the paper).
-    glow          Glow's invertible 1×1 convolution.
-    emerging      Emerging-convolution placement: two causal convolutions (orders TL then BR) in
-                  the data→latent pass, their inverses (wavefront solves) in sampling.
-    finc          FInC placement: one causal k×k convolution in the data→latent pass, its
-                  inverse in sampling.
+    inverse-flow  InvConv2d (inverse placement) → ActNorm → Conv1x1 → AffineCoupling.
+                  Source: the architecture figure of Inverse-Flow (Nagar & Varma, AISTATS 2025):
+                  inverse of a k×k convolution, actnorm, invertible 1×1 convolution, affine
+                  coupling. Data→latent solves T⁻¹ (inv_conv2d); sampling is a plain causal
+                  convolution, so sampling is fast.
+    glow          ActNorm → Conv1x1 → AffineCoupling.
+                  Source: Glow (Kingma & Dhariwal, NeurIPS 2018), one step of flow.
+    emerging      ActNorm → Conv1x1 → causal k×k conv (TL) → causal k×k conv (BR) → AffineCoupling.
+                  Source: Emerging convolutions (Hoogeboom et al., ICML 2019) and its reference
+                  code: the emerging k×k convolution (two masked convolutions with opposite
+                  orders) after Glow's 1×1 convolution. Sampling needs two wavefront solves.
+    finc          ActNorm → Conv1x1 → one causal k×k conv → AffineCoupling.
+                  Source: FInC flow (Kallappa et al.), the Emerging step with a single masked
+                  k×k convolution. Sampling needs one wavefront solve.
 
-Orders alternate TL, BR, TR, BL from step to step so the receptive field covers every direction.
-In the k×k models a fixed channel reversal (no parameters, log-det 0) follows the convolution,
-so successive couplings transform alternate halves — Glow's dense 1×1 convolution already mixes
-all channels, while a k×k causal convolution starts near the identity.
+The k×k orders alternate TL, BR, TR, BL from step to step (inverse-flow, finc) so the
+receptive field covers every direction. The invertible 1×1 convolution mixes all channels
+before each coupling, so successive couplings do not always transform the same half (no fixed
+channel permutation is needed).
 
 ``model(x)`` maps data ``x ∈ [0, 1)^D`` (dequantized, bpd.py) to its log-density
 ``log p(x)`` per image; ``model.sample(n)`` draws images in [0, 1].
@@ -31,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, InvConv2d,
-                     LogitTransform, ReverseChannels, Squeeze, _ZeroConv)
+                     LogitTransform, Squeeze, _ZeroConv)
 from .validate import require_int
 
 __all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "MODELS"]
@@ -82,21 +89,23 @@ def _gaussian_logp(x, mean, logs):
 
 
 def _step(model: str, channels: int, index: int, width: int, k: int) -> list[FlowLayer]:
+    """The layers of step ``index`` of ``model`` in data→latent order (the module docstring
+    gives each model's source)."""
     order = _ORDERS[index % 4]
+    coupling = AffineCoupling(channels, width)
     if model == "inverse-flow":
-        conv = [InvConv2d(channels, k, order, placement="inverse")]
-    elif model == "glow":
-        conv = [Conv1x1(channels)]
-    elif model == "emerging":
-        conv = [InvConv2d(channels, k, "TL", placement="conv"),
-                InvConv2d(channels, k, "BR", placement="conv")]
-    elif model == "finc":
-        conv = [InvConv2d(channels, k, order, placement="conv")]
-    else:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    if model != "glow":  # Glow's 1×1 conv mixes all channels; the k×k convs start near identity
-        conv.append(ReverseChannels())
-    return [ActNorm(channels), *conv, AffineCoupling(channels, width)]
+        return [InvConv2d(channels, k, order, placement="inverse"), ActNorm(channels),
+                Conv1x1(channels), coupling]
+    if model == "glow":
+        return [ActNorm(channels), Conv1x1(channels), coupling]
+    if model == "emerging":
+        return [ActNorm(channels), Conv1x1(channels),
+                InvConv2d(channels, k, "TL", placement="conv"),
+                InvConv2d(channels, k, "BR", placement="conv"), coupling]
+    if model == "finc":
+        return [ActNorm(channels), Conv1x1(channels),
+                InvConv2d(channels, k, order, placement="conv"), coupling]
+    raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
 
 
 class SplitPrior(nn.Module):
