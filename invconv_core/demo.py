@@ -33,8 +33,8 @@ from .flows.cli import run_tool
 from .flows.data import DATASET_INFO
 from .flows.errors import CompiledCoreMissing
 from .flows.io import atomic_write_json
-from .flows.models import FlowConfig, build_flow
-from .flows.timing import markdown, matched_config, n_params, time_models
+from .flows.models import FlowConfig
+from .flows.timing import equal_size_configs, markdown, time_models
 from .flows.training import TrainConfig, fit
 from .flows.validate import check_output_dir, int_option
 
@@ -127,7 +127,7 @@ def run_demo(out: str, epochs: int = 40, steps: int = 8, width: int = 64,
     info = DATASET_INFO["digits"]
     base = FlowConfig(model="inverse-flow", image_shape=info.image_shape, levels=info.levels,
                       steps=steps, width=width, n_bins=info.n_bins)
-    glow_width = matched_config(base, "glow", n_params(build_flow(base))).width
+    glow_width = equal_size_configs(base, ("glow",))["glow"].width
     results = {}
     for model, w in (("inverse-flow", width), ("glow", glow_width)):
         run = os.path.join(out, model)

@@ -244,6 +244,21 @@ def test_checkpoint_with_weights_not_matching_its_config(tmp_path):
         load_flow(str(tmp_path / "other.pt"))
 
 
+def test_checkpoint_of_a_kxk_model_before_the_published_steps_says_so(tmp_path):
+    """0.1.x built the k×k models' steps with a channel reversal where the 1×1 conv is now: the
+    state dict of such a run lacks the 1×1 weights and has its layers at other indices."""
+    out = str(tmp_path / "run")
+    fit(tiny(out, epochs=1, model="finc"), log=lambda line: None)
+    ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
+    model = load_flow(os.path.join(out, "last.pt"))
+    conv1x1 = {name for name, mod in model.named_modules() if type(mod).__name__ == "Conv1x1"}
+    ck["model"] = {k: v for k, v in ck["model"].items() if k.rsplit(".", 1)[0] not in conv1x1}
+    torch.save(ck, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old.pt: the saved weights do not match .* "
+                                              r"invconv_core < 0.2.0 .* retrain it"):
+        load_flow(str(tmp_path / "old.pt"))
+
+
 def test_time_models_compares_equal_sizes():
     base = FlowConfig(image_shape=(1, 8, 8), steps=1, width=16, n_bins=17)
     rows = time_models(base, "cpu", batch=10, repeats=1)

@@ -9,6 +9,7 @@ negated log-det.
 from .bpd import bits_per_dim, dequantize, quantize
 from .checkpoints import load_checkpoint
 from .classify import ClassifierConfig, ClassifierResult, InvConvClassifier, train_classifier
+from .comparison import CompareConfig, CompareResult, compare
 from .data import DATASET_INFO, DATASETS, DatasetInfo, ImageData, load_dataset
 from .errors import CheckpointError, FlowError, RunExistsError, TrainingDiverged
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
@@ -28,7 +29,8 @@ __all__ = [
     "dequantize", "quantize",
     # what the tools do
     "TrainConfig", "TrainResult", "fit", "evaluate_bpd", "sample", "load_flow", "load_checkpoint",
-    "time_models", "ClassifierConfig", "ClassifierResult", "InvConvClassifier", "train_classifier",
+    "time_models", "CompareConfig", "CompareResult", "compare", "ClassifierConfig",
+    "ClassifierResult", "InvConvClassifier", "train_classifier",
     # errors
     "FlowError", "CheckpointError", "RunExistsError", "TrainingDiverged",
 ]

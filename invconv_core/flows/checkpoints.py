@@ -72,8 +72,11 @@ def load_weights(model: MultiScaleFlow, ck: dict, path: str) -> MultiScaleFlow:
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
+        older = (" A checkpoint of a k×k model written by invconv_core < 0.2.0 (steps with a "
+                 "channel reversal instead of the 1×1 convolution) cannot be loaded: retrain it."
+                 if model.config.model != "glow" else "")
         raise CheckpointError(f"{path}: the saved weights do not match the saved config "
-                              f"{model.config.to_dict()} ({detail})") from None
+                              f"{model.config.to_dict()} ({detail}).{older}") from None
     return model
 
 

@@ -21,6 +21,7 @@ import sys
 import torch
 
 from .classify import CLASSIFIER_DATASETS, ClassifierConfig, train_classifier
+from .comparison import CompareConfig, compare
 from .data import DATASET_INFO, DATASETS
 from .errors import FlowError
 from .io import save_image_grid
@@ -30,7 +31,7 @@ from .timing import markdown, median_seconds, time_models
 from .training import TrainConfig, fit
 from .validate import check_output_file, float_option, int_option
 
-__all__ = ["train_main", "sample_main", "time_main", "classify_main", "run_tool"]
+__all__ = ["train_main", "sample_main", "time_main", "classify_main", "compare_main", "run_tool"]
 
 _POS = int_option(1)
 _NONNEG = int_option(0)
@@ -66,7 +67,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODELS, default="inverse-flow")
     p.add_argument("--epochs", type=_POS, default=20, help="total epochs (a resumed run continues to this)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, metrics)")
-    p.add_argument("--data-dir", default=None, help="directory with the dataset files (not for digits)")
+    p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
@@ -78,7 +79,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-size", type=_POS, default=3)
     p.add_argument("--batch-size", type=_POS, default=100, help="per process")
     p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-3)
-    p.add_argument("--lr-step", type=_POS, default=None, help="epochs between lr/10 (default 50; 25 for cifar10)")
+    p.add_argument("--lr-step", type=_POS, default=None, help="epochs between lr/10 (default " + ", ".join(f"{k} {v.lr_step}" for k, v in DATASET_INFO.items()) + ")")
     p.add_argument("--grad-clip", type=float_option(0.0), default=100.0, help="max gradient norm (0: off)")
     p.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
     p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
@@ -183,3 +184,50 @@ def classify_main(argv=None) -> int:
               f"{r.epochs} epochs, {r.invconv_parameters} inv-conv weights, {r.train_seconds:.1f} s; "
               f"wrote {os.path.join(args.out, 'metrics.json')}")
     return run_tool(p.prog, body)
+
+
+# ----------------------------------------------------------------------------- invconv-compare
+
+def compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="invconv-compare",
+        description="Train every model (or --models) at equal parameter count for equal epochs over "
+                    "--seeds seeds, then tabulate test bits/dim (mean ± std) and forward, sampling "
+                    "and training-step times side by side.",
+        epilog="Writes OUT/table.md, OUT/results.json, OUT/bpd_vs_epoch.png, OUT/samples/<model>.png "
+               "and one invconv-train run per model and seed in OUT/runs/<model>/seed<s>. Run it "
+               "again to continue: finished runs are skipped, interrupted ones resume. Exit status: "
+               "0 done, 1 failed (one line on stderr), 2 bad command line, 130 interrupted.")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--seeds", type=_POS, default=3, help="seeds 0 .. S-1 per model")
+    p.add_argument("--epochs", type=_POS, default=40, help="epochs of every run")
+    p.add_argument("--out", required=True, help="comparison directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the runs in OUT and start over (needed to change the settings of OUT)")
+    p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--levels", type=_POS, default=None, help="L (default: the dataset's)")
+    p.add_argument("--steps", type=_POS, default=8, help="K steps per level")
+    p.add_argument("--width", type=_POS, default=64,
+                   help="Inverse-Flow's coupling width; the other models get Inverse-Flow's parameter count")
+    p.add_argument("--kernel-size", type=_POS, default=3)
+    p.add_argument("--batch-size", type=_POS, default=100)
+    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-3)
+    p.add_argument("--lr-step", type=_POS, default=None,
+                   help="epochs between lr/10 (default " + ", ".join(f"{k} {v.lr_step}" for k, v in DATASET_INFO.items()) + ")")
+    p.add_argument("--grad-clip", type=float_option(0.0), default=100.0, help="max gradient norm (0: off)")
+    p.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
+    p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
+    p.add_argument("--samples", type=_POS, default=64, help="images in each sample grid")
+    p.add_argument("--temperature", type=float_option(0.0), default=0.8)
+    p.add_argument("--timing-repeats", type=_POS, default=5)
+    p.add_argument("--progress", action="store_true", help="tqdm progress bars")
+    return p
+
+
+def compare_main(argv=None) -> int:
+    parser = compare_parser()
+    args = parser.parse_args(argv)
+    return run_tool(parser.prog, lambda: compare(CompareConfig(**vars(args)),
+                                                 log=lambda line: print(line, flush=True)))

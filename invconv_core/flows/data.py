@@ -51,7 +51,7 @@ class DatasetInfo:
 
 DATASET_INFO = {
     "digits": DatasetInfo((1, 8, 8), 17, 2, 50, False),
-    "photos": DatasetInfo((3, 32, 32), 256, 3, 50, False),
+    "photos": DatasetInfo((3, 32, 32), 256, 3, 25, False),   # lr schedule of CIFAR-10
     "mnist": DatasetInfo((1, 28, 28), 256, 2, 50, True),
     "cifar10": DatasetInfo((3, 32, 32), 256, 3, 25, True),
     "imagenet32": DatasetInfo((3, 32, 32), 256, 3, 50, True),

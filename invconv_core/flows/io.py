@@ -15,7 +15,8 @@ import zlib
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_json", "save_image_grid", "remove_stale_temp_files"]
+__all__ = ["atomic_save", "atomic_write_json", "atomic_write_bytes", "save_image_grid",
+           "remove_stale_temp_files"]
 
 _TEMP_PREFIX = ".tmp-"
 
@@ -42,6 +43,11 @@ def _atomic_write(path: str, write) -> None:
 def atomic_save(obj, path: str) -> None:
     """``torch.save`` to ``path`` atomically."""
     _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """``data`` to ``path`` atomically (a PNG, a markdown table, ...)."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(obj, path: str) -> None:
@@ -99,5 +105,4 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int = 8, pad: int = 2
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[i]
     pixels = (grid * 255).round().to(torch.uint8)
     pixels = pixels[0] if c == 1 else pixels.permute(1, 2, 0).contiguous()
-    data = _png_bytes(pixels)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write_bytes(_png_bytes(pixels), path)

@@ -19,7 +19,8 @@ from .bpd import bits_per_dim
 from .models import MODELS, FlowConfig, build_flow
 from .validate import require_int
 
-__all__ = ["time_models", "markdown", "matched_config", "median_seconds", "n_params"]
+__all__ = ["time_models", "markdown", "matched_config", "equal_size_configs", "median_seconds",
+           "n_params"]
 
 
 def n_params(model) -> int:
@@ -39,6 +40,20 @@ def matched_config(base: FlowConfig, model: str, target: int) -> FlowConfig:
         lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
     width = min((lo, hi), key=lambda w: abs(count(w) - target))
     return dataclasses.replace(base, model=model, width=width)
+
+
+def equal_size_configs(base: FlowConfig, models=MODELS) -> dict:
+    """``{model: FlowConfig}`` for each of ``models`` at equal size: Inverse-Flow keeps
+    ``base``'s coupling width, every other model gets the width whose parameter count is the
+    closest to Inverse-Flow's (:func:`matched_config`). Raises ValueError for an empty list or
+    an unknown model."""
+    models = tuple(models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise ValueError(f"models must be a non-empty subset of {', '.join(MODELS)}, got {list(models)}")
+    ref = n_params(build_flow(base, model="inverse-flow"))
+    return {m: dataclasses.replace(base, model=m) if m == "inverse-flow" else matched_config(base, m, ref)
+            for m in models}
 
 
 def median_seconds(fn, device, repeats: int = 3) -> float:
@@ -65,17 +80,12 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
     coupling width that gives it Inverse-Flow's parameter count."""
     require_int("batch", batch, 1)
     require_int("repeats", repeats, 1)
-    unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
-        raise ValueError(f"models must be a non-empty subset of {', '.join(MODELS)}, got {list(models)}")
+    configs = equal_size_configs(base, models)
     device = torch.device(device)
     torch.manual_seed(0)
-    ref = n_params(build_flow(base, model="inverse-flow"))
     rows = []
     x = torch.rand(batch, *base.image_shape, device=device) * 0.98 + 0.01
-    for name in models:
-        cfg = dataclasses.replace(base, model=name) if name == "inverse-flow" else \
-            matched_config(base, name, ref)
+    for name, cfg in configs.items():
         model = build_flow(cfg).to(device)
         with torch.no_grad():
             model(x)  # ActNorm init

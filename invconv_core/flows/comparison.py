@@ -1,0 +1,350 @@
+r"""The model comparison: every model (or a chosen subset) trained at equal parameter count for
+equal epochs over several seeds on one dataset, then measured side by side
+(:func:`compare` takes a :class:`CompareConfig` and returns a :class:`CompareResult`; the command
+line is ``invconv-compare``).
+
+    from invconv_core.flows import CompareConfig, compare
+    result = compare(CompareConfig(out="runs/compare", dataset="digits", seeds=3, epochs=40))
+    print(result.markdown)
+
+"Equal parameter count": Inverse-Flow keeps the coupling width ``width``; every other model
+gets the width that brings its parameter count closest to Inverse-Flow's
+(:func:`invconv_core.flows.timing.equal_size_configs`). Seeds are ``0 … seeds−1`` (the seed of
+the initialisation, the data order and the dequantization noise).
+
+``out`` holds:
+
+    runs/<model>/seed<s>/   one invconv-train run directory per (model, seed) (:func:`fit`)
+    compare.json            the settings every run was trained with
+    results.json            strict JSON: settings, one row per model, every run's TrainResult
+    table.md                the markdown table (below)
+    bpd_vs_epoch.png        test bits/dim against epoch, one line per model (mean over seeds,
+                            shaded between the best and the worst seed)
+    samples/<model>.png     a grid of samples from the seed-0 model, at ``temperature``
+
+Resumable: run again with the same settings and the finished runs are skipped, an interrupted
+run continues from its ``last.pt`` (bit-identical to an uninterrupted one on CPU), and missing
+runs are trained; a larger ``epochs`` continues every run to it, more ``seeds`` or other
+``models`` add runs. Settings that change what a run is (dataset, architecture, optimiser,
+data subset) are refused for an ``out`` trained with other ones, unless ``overwrite=True``,
+which deletes ``out/runs`` and starts over.
+
+The table reports the test bits/dim **after the last epoch** (not the best epoch: choosing the
+epoch on the test set would flatter every model), mean ± sample standard deviation over the
+seeds; forward (data→latent log-likelihood), sampling (latent→data) and one training step
+(forward + backward + Adam), each the median time per batch of 100 images measured in one
+process after all training (:func:`invconv_core.flows.time_models`), so the times are side by
+side; and each run's training time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from .data import DATASET_INFO, load_dataset
+from .errors import RunExistsError
+from .io import atomic_write_bytes, atomic_write_json, save_image_grid
+from .models import MODELS, FlowConfig
+from .sampling import load_flow, sample
+from .timing import equal_size_configs, time_models
+from .training import TrainConfig, TrainResult, fit
+from .validate import check_output_dir, require_float, require_int
+
+__all__ = ["CompareConfig", "CompareResult", "ModelSummary", "compare", "run_directory"]
+
+# The CompareConfig fields that define what a run is: an out trained with other values of these
+# cannot be continued (compare.json holds them).
+_DEFINING = ("dataset", "levels", "steps", "width", "kernel_size", "batch_size", "lr", "lr_step",
+             "grad_clip", "max_train", "max_test")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """One comparison. ``levels=None`` and ``lr_step=None`` take the dataset's defaults
+    (``DATASET_INFO``); ``width`` is Inverse-Flow's coupling width (the others are matched to its
+    parameter count); ``max_train``/``max_test`` keep only the first N images."""
+
+    out: str
+    dataset: str = "digits"
+    models: tuple = MODELS
+    seeds: int = 3
+    epochs: int = 40
+    data_dir: str | None = None
+    device: str | None = None          # None: cuda if available, else cpu
+    overwrite: bool = False
+    levels: int | None = None
+    steps: int = 8
+    width: int = 64
+    kernel_size: int = 3
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_step: int | None = None
+    grad_clip: float = 100.0
+    max_train: int | None = None
+    max_test: int | None = None
+    samples: int = 64                  # images in each samples/<model>.png
+    temperature: float = 0.8
+    timing_repeats: int = 5            # median of this many timed batches (after one warm-up)
+    progress: bool = False             # tqdm progress bars of each run
+
+    def __post_init__(self):
+        models = (self.models,) if isinstance(self.models, str) else tuple(self.models)
+        object.__setattr__(self, "models", models)
+        unknown = [m for m in models if m not in MODELS]
+        if unknown or not models:
+            raise ValueError(f"models must be a non-empty subset of {', '.join(MODELS)}, got {list(models)}")
+        if len(set(models)) != len(models):
+            raise ValueError(f"models must not repeat a model, got {list(models)}")
+        require_int("seeds", self.seeds, 1)
+        require_int("timing_repeats", self.timing_repeats, 1)
+        require_float("temperature", self.temperature, 0.0)
+        self.train_config(models[0], 0, self.width)  # every TrainConfig check, with its message
+
+    def train_config(self, model: str, seed: int, width: int) -> TrainConfig:
+        """The invconv-train run of ``model`` at coupling ``width`` with ``seed``."""
+        return TrainConfig(
+            out=run_directory(self.out, model, seed), dataset=self.dataset, model=model,
+            epochs=self.epochs, data_dir=self.data_dir, device=self.device, levels=self.levels,
+            steps=self.steps, width=width, kernel_size=self.kernel_size, batch_size=self.batch_size,
+            lr=self.lr, lr_step=self.lr_step, grad_clip=self.grad_clip, max_train=self.max_train,
+            max_test=self.max_test, samples=self.samples, temperature=self.temperature, seed=seed,
+            progress=self.progress)
+
+    def base_flow(self) -> FlowConfig:
+        """Inverse-Flow's architecture (the reference of the equal parameter count)."""
+        info = DATASET_INFO[self.dataset]
+        return FlowConfig(model="inverse-flow", image_shape=info.image_shape,
+                          levels=self.levels or info.levels, steps=self.steps, width=self.width,
+                          kernel_size=self.kernel_size, n_bins=info.n_bins)
+
+    def defining(self) -> dict:
+        return {k: getattr(self, k) for k in _DEFINING}
+
+
+def run_directory(out: str, model: str, seed: int) -> str:
+    return os.path.join(out, "runs", model, f"seed{seed}")
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of the table: a model over its seeds (times in seconds per batch of 100)."""
+
+    model: str
+    width: int
+    parameters: int
+    test_bpd_mean: float
+    test_bpd_std: float | None         # sample standard deviation; None for one seed
+    test_bpd_per_seed: tuple
+    forward_seconds: float
+    sample_seconds: float
+    train_step_seconds: float
+    train_seconds_per_run: float       # mean over seeds, whole run
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """What :func:`compare` measured; ``to_dict()`` is ``results.json``."""
+
+    out: str
+    dataset: str
+    n_bins: int
+    epochs: int
+    seeds: int
+    device: str
+    settings: dict                     # the CompareConfig
+    models: tuple                      # of ModelSummary, in the order asked for
+    runs: tuple                        # of TrainResult, model by model, seed by seed
+    markdown: str
+
+    def to_dict(self) -> dict:
+        return {"out": self.out, "dataset": self.dataset, "n_bins": self.n_bins,
+                "epochs": self.epochs, "seeds": self.seeds, "device": self.device,
+                "settings": self.settings,
+                "models": [dataclasses.asdict(m) for m in self.models],
+                "runs": [r.to_dict() for r in self.runs], "markdown": self.markdown}
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _check_settings(cfg: CompareConfig) -> None:
+    """Refuses an ``out`` trained with other defining settings (unless overwriting)."""
+    path = os.path.join(cfg.out, "compare.json")
+    if cfg.overwrite or not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)["defining"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunExistsError(f"{path}: not a readable invconv-compare settings file ({err}); use "
+                             f"another out, or overwrite to start over") from None
+    ours = cfg.defining()
+    changed = [f"{k} {saved.get(k)!r} → {ours[k]!r}" for k in _DEFINING if saved.get(k) != ours[k]]
+    if changed:
+        raise RunExistsError(f"{cfg.out}: holds a comparison trained with other settings "
+                             f"({', '.join(changed)}); use another out (--out), or overwrite "
+                             f"(--overwrite) to delete its runs and start over")
+
+
+def _load_finished(train_cfg: TrainConfig, flow: FlowConfig) -> TrainResult | None:
+    """The run's TrainResult if it has finished ``train_cfg.epochs`` epochs of this
+    architecture, else None (not started, interrupted, or to be continued to more epochs)."""
+    import json
+    path = os.path.join(train_cfg.out, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        d["history"] = tuple(d["history"])
+        result = TrainResult(**d)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: the run is continued from last.pt, which rewrites it
+    if result.epochs != train_cfg.epochs or result.config != flow.to_dict():
+        return None
+    return result
+
+
+def _train_all(cfg: CompareConfig, configs: dict, log) -> list:
+    runs = []
+    for model, flow in configs.items():
+        for seed in range(cfg.seeds):
+            tcfg = cfg.train_config(model, seed, flow.width)
+            tag = f"[{model} seed {seed}]"
+            done = _load_finished(tcfg, flow)
+            if done is not None:
+                log(f"{tag} finished earlier ({done.epochs} epochs, test bpd {done.test_bpd:.4f}): skipped")
+                runs.append(done)
+                continue
+            resume = os.path.isfile(os.path.join(tcfg.out, "last.pt"))
+            log(f"{tag} {'continuing' if resume else 'training'} in {tcfg.out}")
+            result = fit(dataclasses.replace(tcfg, resume=resume), log=lambda line: log(f"{tag} {line}"))
+            runs.append(result)
+    return runs
+
+
+def _summaries(configs: dict, runs: list, timing: list) -> list:
+    rows = []
+    for model, flow in configs.items():
+        mine = [r for r in runs if r.model == model]
+        bpd = [r.test_bpd for r in mine]
+        t = next(row for row in timing if row["model"] == model)
+        if t["width"] != flow.width or t["parameters"] != mine[0].parameters:  # one equal-size rule
+            raise AssertionError(f"{model}: timed width {t['width']} / {t['parameters']} parameters "
+                                 f"differ from the trained {flow.width} / {mine[0].parameters}")
+        rows.append(ModelSummary(
+            model=model, width=flow.width, parameters=mine[0].parameters,
+            test_bpd_mean=statistics.fmean(bpd),
+            test_bpd_std=statistics.stdev(bpd) if len(bpd) > 1 else None,
+            test_bpd_per_seed=tuple(bpd), forward_seconds=t["forward_seconds"],
+            sample_seconds=t["sample_seconds"], train_step_seconds=t["train_step_seconds"],
+            train_seconds_per_run=statistics.fmean(r.train_seconds for r in mine)))
+    return rows
+
+
+def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.device) -> str:
+    info = DATASET_INFO[cfg.dataset]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    head = (f"{cfg.dataset} {'×'.join(map(str, info.image_shape))}, {info.n_bins} levels; "
+            f"L={base.levels}, K={base.steps}, k={base.kernel_size}; {cfg.epochs} epochs, batch "
+            f"{cfg.batch_size}, Adam {cfg.lr:g} (÷10 every {cfg.lr_step or info.lr_step} epochs); "
+            f"seeds 0–{cfg.seeds - 1}; {where}")
+    glow = next((r for r in rows if r.model == "glow"), None)
+    lines = [head, "",
+             f"| model | coupling width | parameters | test bits/dim (mean ± std, {cfg.seeds} "
+             f"seed{'s' if cfg.seeds > 1 else ''}) | − Glow's | FT (ms / 100) | ST (ms / 100) | "
+             f"train step (ms / 100) | training (s / run) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        spread = f" ± {r.test_bpd_std:.4f}" if r.test_bpd_std is not None else ""
+        delta = f"{r.test_bpd_mean - glow.test_bpd_mean:+.4f}" if glow else "—"
+        lines.append(f"| {r.model} | {r.width} | {r.parameters:,} | {r.test_bpd_mean:.4f}{spread} | "
+                     f"{delta} | {r.forward_seconds * 1e3:.1f} | {r.sample_seconds * 1e3:.1f} | "
+                     f"{r.train_step_seconds * 1e3:.1f} | {r.train_seconds_per_run:.1f} |")
+    lines += ["", "Test bits/dim after the last epoch, on the test split; FT = forward "
+                  "(data→latent log-likelihood), ST = sampling, per batch of 100, medians of "
+                  f"{cfg.timing_repeats} in one process."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list, runs: list, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        histories = [run.history for run in runs if run.model == r.model]
+        epochs = [h["epoch"] for h in histories[0]]
+        per_epoch = [[h[i]["test_bpd"] for h in histories] for i in range(len(epochs))]
+        mean = [statistics.fmean(v) for v in per_epoch]
+        line, = ax.plot(epochs, mean, label=f"{r.model} ({r.test_bpd_mean:.3f})")
+        if len(histories) > 1:
+            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test bits/dim")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(buf.getvalue(), path)
+
+
+def compare(cfg: CompareConfig, log=print) -> CompareResult:
+    """Train (or continue, or skip) every run of ``cfg``, then measure, plot and tabulate.
+
+    Raises before any training: ValueError for bad values, :class:`RunExistsError` for an
+    ``out`` trained with other settings, OSError for an unusable ``out``, ImportError when
+    matplotlib (the plot) or the dataset's optional package is missing, FileNotFoundError for
+    missing dataset files. During training, what :func:`fit` raises (:class:`TrainingDiverged`
+    names the run; the finished runs stay and are skipped next time)."""
+    check_output_dir(cfg.out, "comparison directory (out)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError("invconv-compare plots with matplotlib, an optional extra: pip install "
+                          "'invconv-core[plots]' (or pip install matplotlib)") from err
+    _check_settings(cfg)
+    load_dataset(cfg.dataset, "test", cfg.data_dir)  # a missing file or package fails now, not later
+    device = _device(cfg.device)
+    base = cfg.base_flow()
+    configs = equal_size_configs(base, cfg.models)
+    if cfg.overwrite and os.path.isdir(os.path.join(cfg.out, "runs")):
+        shutil.rmtree(os.path.join(cfg.out, "runs"))
+    atomic_write_json({"defining": cfg.defining()}, os.path.join(cfg.out, "compare.json"))
+
+    runs = _train_all(cfg, configs, log)
+
+    log(f"timing {', '.join(cfg.models)} side by side (batch 100, median of {cfg.timing_repeats})")
+    timing = time_models(base, device, batch=100, repeats=cfg.timing_repeats, models=cfg.models)
+    rows = _summaries(configs, runs, timing)
+    for r in rows:  # the seed-0 model of each
+        model = load_flow(os.path.join(run_directory(cfg.out, r.model, 0), "last.pt"), device)
+        images = sample(model, cfg.samples, cfg.temperature, seed=0)
+        save_image_grid(images, os.path.join(cfg.out, "samples", f"{r.model}.png"),
+                        scale=4 if base.image_shape[1] <= 16 else 1)
+    table = _markdown(cfg, base, rows, device)
+    _plot(rows, runs, os.path.join(cfg.out, "bpd_vs_epoch.png"),
+          f"{cfg.dataset}: test bits/dim, mean over {cfg.seeds} seed(s) (band: best to worst)")
+    result = CompareResult(out=cfg.out, dataset=cfg.dataset, n_bins=base.n_bins, epochs=cfg.epochs,
+                           seeds=cfg.seeds, device=str(device),
+                           settings={**dataclasses.asdict(cfg), "models": list(cfg.models)},
+                           models=tuple(rows), runs=tuple(runs), markdown=table)
+    atomic_write_bytes(table.encode(), os.path.join(cfg.out, "table.md"))
+    atomic_write_json(result.to_dict(), os.path.join(cfg.out, "results.json"))
+    log(table)
+    return result
