@@ -23,7 +23,8 @@ def _deterministic_seed():
 FILE_ORDER = ["test_errors.py", "test_backend.py", "test_dense_oracle.py", "test_implementations.py",
               "test_autograd.py", "test_flow_layers.py", "test_flow_data.py", "test_verify.py",
               "test_cuda_emulation.py", "test_cuda.py", "test_cpu_pipeline_race.py",
-              "test_cuda_compile.py", "test_flow_cli.py", "test_console_scripts.py"]
+              "test_cuda_compile.py", "test_flow_cli.py", "test_flow_compare.py",
+              "test_console_scripts.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -228,3 +229,28 @@ def test_unusable_out_and_missing_scikit_image_exit_1_before_training(tmp_path):
     assert proc.returncode == 1
     assert "the 'photos' dataset needs scikit-image" in _one_error_line(proc)
     assert not os.path.exists(tmp_path / "p" / "runs")
+
+
+def test_ctrl_c_exits_130_and_the_next_call_continues(tmp_path):
+    from test_console_scripts import script
+    out = tmp_path / "cmp"
+    args = list(CLI_TINY)
+    args[args.index("--epochs") + 1] = "200"
+    proc = subprocess.Popen([script("invconv-compare"), *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until the first run has saved an epoch
+            if line.startswith("[inverse-flow seed 0] epoch 1/200"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().endswith("invconv-compare: interrupted"), err
+    first = run_directory(str(out), "inverse-flow", 0)
+    saved = torch.load(os.path.join(first, "last.pt"), weights_only=True)["epoch"] + 1
+    args[args.index("--epochs") + 1] = str(saved + 1)
+    done = _run(*args, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert f"[inverse-flow seed 0] continuing in {first}" in done.stdout
+    assert json.loads((out / "results.json").read_text())["epochs"] == saved + 1
