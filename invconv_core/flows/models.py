@@ -16,8 +16,8 @@ after the last level. Each model builds its step as published (data→latent ord
                   code: the emerging k×k convolution (two masked convolutions with opposite
                   orders) after Glow's 1×1 convolution. Sampling needs two wavefront solves.
     finc          ActNorm → Conv1x1 → one causal k×k conv → AffineCoupling.
-                  Source: FInC flow (Kallappa et al.), the Emerging step with a single masked
-                  k×k convolution. Sampling needs one wavefront solve.
+                  Source: FInC Flow (Kallappa, Nagar & Varma, VISAPP 2023): the Emerging step
+                  with a single masked k×k convolution. Sampling needs one wavefront solve.
 
 The k×k orders alternate TL, BR, TR, BL from step to step (inverse-flow, finc) so the
 receptive field covers every direction. The invertible 1×1 convolution mixes all channels
