@@ -21,6 +21,10 @@ TORCH_LIBRARY(invconv_core, m) {
   m.def("inv_conv2d(Tensor y, Tensor weight, str order=\"TL\", bool transpose=False) -> Tensor");
 }
 
+namespace invconv_core {
+const char* cpu_kernel_isa();  // cpu/wavefront_solve_cpu.cpp
+}
+
 static pybind11::dict build_info() {
   pybind11::dict info;
 #ifdef INVCONV_WITH_CUDA
@@ -38,6 +42,7 @@ static pybind11::dict build_info() {
 #else
   info["cpu_multiversion"] = "none";
 #endif
+  info["cpu_isa"] = invconv_core::cpu_kernel_isa();  // INVCONV_CPU_ISA=baseline forces the baseline
   info["torch_built_against"] = TORCH_VERSION;
   return info;
 }

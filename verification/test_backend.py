@@ -9,6 +9,7 @@ import sys
 import tempfile
 import textwrap
 
+import numpy as np
 import torch
 from cases import solve_tolerance, to_np
 from invconv_core.oracle import DenseProblem
@@ -107,3 +108,44 @@ def test_fallback_takes_half_types_with_gradients():
         for got, ref in zip(res[str(dt)], (x.detach(), yy.grad, ww.grad)):
             assert got.dtype == dt
             assert (got.float() - ref).norm() <= rel * ref.norm(), (dt, (got.float() - ref).norm() / ref.norm())
+
+
+def test_baseline_cpu_kernels_agree_with_the_dense_oracle():
+    """The kernels are compiled for x86-64-v3 and for the baseline ISA (old CPUs); a current CPU
+    runs the first, so the second is forced here (INVCONV_CPU_ISA=baseline, in a subprocess):
+    every channel-vector mix and both directions against the dense float64 oracle, and the
+    pipelined schedule (one image, 2 threads) bit-identical to the raster one (1 thread)."""
+    script = textwrap.dedent("""
+        import torch, invconv_core as ic
+        assert ic.backend_info()["cpu_isa"] == "baseline", ic.backend_info()
+        op = torch.ops.invconv_core.inv_conv2d
+        out = {}
+        for C in (1, 3, 12, 17):
+            for dtype in (torch.float32, torch.float64):
+                g = torch.Generator().manual_seed(C)
+                w = (torch.randn(C, C, 3, 3, generator=g) * 0.2 / C ** 0.5).to(dtype)
+                w[:, :, 2, 2] += torch.eye(C, dtype=dtype)
+                y = torch.randn(5, C, 6, 9, generator=g).to(dtype)
+                for t in (False, True):
+                    out[(C, str(dtype), t)] = (w, y, op(y, w, "TL", t))
+        torch.save(out, "out.pt")
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(8, 8, 3, 3, generator=g) * 0.1 + torch.eye(8)[:, :, None, None]
+        y = torch.randn(1, 8, 40, 64, generator=g)  # 1.5e6 multiply-adds: pipelined on 2 threads
+        for t in (False, True):
+            torch.set_num_threads(1)
+            raster = op(y, w, "BR", t)
+            torch.set_num_threads(2)
+            assert torch.equal(op(y, w, "BR", t), raster), t
+    """)
+    env = dict(os.environ, INVCONV_CPU_ISA="baseline")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=tmp)
+        res = torch.load(os.path.join(tmp, "out.pt"))
+    assert ic.backend_info()["cpu_isa"] in ("x86-64-v3", "baseline")
+    for (C, dtype, transpose), (w, y, got) in res.items():
+        dense = DenseProblem(to_np(w), 6, 9, "TL")
+        expected = dense.solve_transpose(to_np(y)) if transpose else dense.solve(to_np(y))
+        err = float(np.linalg.norm(to_np(got) - expected) / np.linalg.norm(expected))
+        tol = solve_tolerance(dense.cond(), C * 9, got.dtype)
+        assert err <= tol, (C, dtype, transpose, err, tol)

@@ -79,6 +79,33 @@ def test_solving_a_crop_gives_the_crop_bit_for_bit(C, dtype, order, transpose):
         assert torch.equal(crop, _corner(full, corner, h, width))
 
 
+@pytest.mark.parametrize("C", [2, 5, 12, 17, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("order", ORDERS)
+def test_an_image_solves_to_the_same_bits_alone_and_in_any_batch(C, dtype, order):
+    """The kernel solves the same pixel of up to 4 images at once (sharing each tap load), and a
+    lone image in bands of 4 rows, each row a column behind the one above; groups skip the taps
+    that read only zero padding, bands at the edges hold fewer rows. Each channel of a pixel is
+    still one chain of multiply-adds in a fixed order, so an image must come out the same to the
+    bit alone, in a batch of any size, at any thread count. (C = 2, 5, 12, 17, 48: one, two,
+    three and six vectors per pixel, float64 twice as many.)"""
+    B = 7
+    w, y = weight_and_input(C, 3, 3, order, (B, C, 6, 9), dtype, seed=C)
+    before = torch.get_num_threads()
+    try:
+        for transpose in (False, True):
+            torch.set_num_threads(1)
+            alone = torch.cat([torch.ops.invconv_core.inv_conv2d(y[b:b + 1], w, order, transpose)
+                               for b in range(B)])
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for n in (2, 3, 5, 7):
+                    got = torch.ops.invconv_core.inv_conv2d(y[:n], w, order, transpose)
+                    assert torch.equal(got, alone[:n]), (transpose, threads, n)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("order", ORDERS)

@@ -1,5 +1,6 @@
 // CPU kernel of invconv_core::inv_conv2d: solves T x = y (or T^T x = y) for a causal
-// convolution T by substitution in wavefront order.
+// convolution T by substitution in wavefront order. The scheduling lives here; the SIMD
+// kernels in wavefront_kernels.h.
 //
 // Canonical problem (see solve_plan.h): TL order, pixel (i, j) reads pixels (i', j') with
 // i' <= i, j' <= j. Pixel (i, j) needs the solved values of earlier pixels only, so
@@ -7,14 +8,18 @@
 //    the batch alone keeps every thread busy (parallel over the batch);
 //  * all pixels of one anti-diagonal i + j = d are independent -- used to parallelise over
 //    pixels when the batch is smaller than the thread count (H + W - 1 dependent steps), as a
-//    pipelined wavefront: threads solve successive rows, each a few pixels behind the one above.
+//    pipelined wavefront: threads solve successive bands of rows, each a few pixels behind the
+//    band above.
 // The current tap is folded in beforehand (solve_plan.h): per pixel the solver evaluates
 // x_p = M y_p - sum_t W'_t x_{p - t} (M = L^{-1}) in one vector loop, no substitution chain.
+// Pixels are solved in groups of up to kGroupMax that share every load of a tap row -- the
+// same pixel of several images, or (one image) a band of rows, each a column behind the row
+// above -- so the C x C taps are streamed once per group, not once per pixel.
 //
 // The solved image lives in a zero-padded channels-last scratch image (kh-1 rows on top,
-// kw-1 columns on the left) in the accumulation dtype, one per thread: the kh*kw taps of a
-// pixel then read, for each kernel row, one contiguous run of kw*C values, with no bounds
-// tests, from a buffer that stays in cache.
+// kw-1 columns on the left) in the accumulation dtype: the kh*kw taps of a pixel then read,
+// for each kernel row, one contiguous run of kw*C values, with no bounds tests, from a buffer
+// that stays in cache.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -25,11 +30,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "../solve_plan.h"
+
 
 namespace invconv_core {
 namespace {
@@ -44,249 +52,76 @@ constexpr int64_t kPublishValues = 64;
 // which the C = 1 path relies on: only the last tile of a row can be short.
 static_assert(kPublishValues % (4 * 32 / sizeof(float)) == 0, "C = 1 spans must be whole tiles");
 
+// The most pixels the kernels solve at once, as a group sharing their tap loads
+// (wavefront_kernels.h): the same pixel of up to kGroupMax images, or a band of kGroupMax rows
+// of one image.
+constexpr int kGroupMax = 4;
+
+// Rows of one image solved together as a band (C >= 2): step t solves pixel (i0 + r, t - r) of
+// every row r of the band that has one, a group of up to kGroupMax pixels that share their tap
+// loads (the single-image analogue of solving the same pixel of several images).
+constexpr int64_t band_rows(int64_t C) { return C == 1 ? 1 : kGroupMax; }
+
 struct Geometry {
   int64_t C, H, W, kh, kw;
   int64_t Hp, Wp;  // padded scratch size
 };
 
-// SIMD lanes through GCC/Clang vector extensions: one source, compiled to AVX2+FMA in the
-// x86-64-v3 clone and to SSE2 in the baseline clone below. `Lanes<T, 1>` is the plain scalar.
-template <typename T, int N>
-struct Lanes {
-  typedef T type __attribute__((vector_size(N * sizeof(T)), aligned(sizeof(T))));
-  static type load(const T* p) { return *reinterpret_cast<const type*>(p); }
-  static type splat(T v) { return type{} + v; }
-  static T lane(const type& x, int k) { return x[k]; }
-};
-template <typename T>
-struct Lanes<T, 1> {
-  typedef T type;
-  static type load(const T* p) { return *p; }
-  static type splat(T v) { return v; }
-  static T lane(const type& x, int) { return x; }
-};
-
-// acc[u][nb] += sum_k w[k*C + nb*V + lanes] * src[k] over k < n, the k loop unrolled U ways
-// into separate accumulators so the FMAs do not wait on each other.
-template <typename acc_t, int V, int NB, int U>
-__attribute__((always_inline)) inline void accumulate(typename Lanes<acc_t, V>::type (&acc)[U][NB],
-                                                      const acc_t* __restrict src,
-                                                      const acc_t* __restrict w, int64_t n,
-                                                      int64_t C) {
-  using L = Lanes<acc_t, V>;
-  using vec = typename L::type;
-  int64_t k = 0;
-  for (; k + U <= n; k += U) {
-#pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) {
-      const vec s = L::splat(src[k + u]);
-      const acc_t* wk = w + (k + u) * C;
-#pragma GCC unroll 8
-      for (int nb = 0; nb < NB; ++nb) acc[u][nb] += L::load(wk + nb * V) * s;
-    }
-  }
-  for (; k < n; ++k) {
-    const vec s = L::splat(src[k]);
-    const acc_t* wk = w + k * C;
-#pragma GCC unroll 8
-    for (int nb = 0; nb < NB; ++nb) acc[0][nb] += L::load(wk + nb * V) * s;
-  }
-}
-
-// x[c0 .. c0 + NB*V) of pixel p = (i, j) of the canonical TL problem:
-//     x_p = M y_p - sum_{taps t != current} W'_t x_{p - t}
-// accumulated as one negated sum over "segments" that share the vector loop: the raw
-// right-hand side y_p against -M^T, then each kernel row's contiguous run of solved pixels in
-// xp against its packed taps. Channels are vectorised V at a time (NB vectors). Lanes past C
-// read weights of the next row (the packed weights carry a padding tail) and are discarded.
-template <typename acc_t, int V, int NB, int U>
-__attribute__((always_inline)) inline void pixel_block(const Geometry& g,
-                                                       const acc_t* __restrict taps,
-                                                       const acc_t* __restrict neg_mt,
-                                                       const acc_t* __restrict xp,
-                                                       const acc_t* __restrict y_raw, int64_t i,
-                                                       int64_t j, int64_t c0,
-                                                       acc_t* __restrict out) {
-  using L = Lanes<acc_t, V>;
-  using vec = typename L::type;
-  const int64_t C = g.C;
-  const int64_t row_len = g.kw * C;  // values one kernel row reads, contiguous in xp
-  vec acc[U][NB];
-  for (int u = 0; u < U; ++u)
-    for (int nb = 0; nb < NB; ++nb) acc[u][nb] = L::splat(0);
-  accumulate<acc_t, V, NB, U>(acc, y_raw, neg_mt + c0, C, C);
-  for (int64_t a = 0; a < g.kh; ++a) {
-    // Kernel row a reads padded row i + a, columns j .. j + kw - 1; the last kernel row stops
-    // before the current pixel.
-    const acc_t* __restrict src = xp + ((i + a) * g.Wp + j) * C;
-    const int64_t n = (a == g.kh - 1) ? row_len - C : row_len;
-    accumulate<acc_t, V, NB, U>(acc, src, taps + a * row_len * C + c0, n, C);
-  }
-  for (int nb = 0; nb < NB; ++nb) {
-    vec t = acc[0][nb];
-    for (int u = 1; u < U; ++u) t += acc[u][nb];
-    for (int v = 0; v < V; ++v) out[nb * V + v] = -L::lane(t, v);
-  }
-}
-
-// Vector width (lanes) for C >= 2 channels: a full 32-byte vector when C fills at least half
-// of one (C = 1 takes its own path, solve_span_c1).
-template <typename acc_t>
-constexpr int lanes_for(int64_t C) {
-  return C <= int64_t(16 / sizeof(acc_t)) ? int(16 / sizeof(acc_t)) : int(32 / sizeof(acc_t));
-}
-
-template <typename acc_t, int V>
-__attribute__((always_inline)) inline void pixel_values(const Geometry& g, const acc_t* taps,
-                                                        const acc_t* neg_mt, const acc_t* xp,
-                                                        const acc_t* y_raw, int64_t i, int64_t j,
-                                                        acc_t* sums) {
-  for (int64_t c0 = 0; c0 < g.C;) {
-    const int64_t blocks = (g.C - c0 + V - 1) / V;
-    if (blocks >= 4) {
-      pixel_block<acc_t, V, 4, 2>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
-      c0 += 4 * V;
-    } else if (blocks == 3) {
-      pixel_block<acc_t, V, 3, 2>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
-      c0 += 3 * V;
-    } else if (blocks == 2) {
-      pixel_block<acc_t, V, 2, 4>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
-      c0 += 2 * V;
-    } else {
-      pixel_block<acc_t, V, 1, 4>(g, taps, neg_mt, xp, y_raw, i, j, c0, sums + c0);
-      c0 += V;
-    }
-  }
-}
-
-// The packed weights one solve reads (solve_plan.h), each with a padding tail for the lanes.
-template <typename acc_t>
-struct Packed {
-  const acc_t* taps;    // [kh][kw][C'][C]
-  const acc_t* neg_mt;  // [C'][C] = -M^T
-};
-
-// Solves pixels (i, j0) .. (i, j1-1) of one image, left to right. Pixel j's raw right-hand side
-// y_p (input channel order) is y_raw[(j - j0) * C .. + C); `sums` is scratch of C + kSumsPad
-// values. The solution goes to the padded image `xp`.
-template <typename acc_t, int V>
-__attribute__((always_inline)) inline void solve_span_v(const Geometry& g, Packed<acc_t> w,
-                                                        acc_t* __restrict xp,
-                                                        const acc_t* __restrict y_raw,
-                                                        acc_t* __restrict sums, int64_t i,
-                                                        int64_t j0, int64_t j1) {
-  const int64_t C = g.C;
-  for (int64_t j = j0; j < j1; ++j) {
-    pixel_values<acc_t, V>(g, w.taps, w.neg_mt, xp, y_raw + (j - j0) * C, i, j, sums);
-    // via `sums`: the vector lanes past C must not spill into the next pixel of xp
-    acc_t* __restrict dst = xp + ((i + g.kh - 1) * g.Wp + (j + g.kw - 1)) * C;
-    for (int64_t c = 0; c < C; ++c) dst[c] = sums[c];
-  }
-}
-
-// One channel (C = 1): vectorising over channels would leave one lane busy, so the row is split
-// instead. The taps on the rows above read pixels solved before this row: for NB*V pixels at
-// once they are a plain correlation, vectorised over the pixels (lane l = pixel j + l). Only
-// the taps left of the pixel on its own row form a recurrence, run pixel by pixel after, for
-// the first n pixels of the tile. Every pixel sits in a vector lane and sums, in one fixed
-// order, -M y_p, kernel rows 0 .. kh-2, then its own row left to right -- so its value does not
-// depend on where its tile or span starts (pipelined schedule = raster = a cropped image).
-// (A scalar tail would not do: the compiler may fuse the multiply-adds of scalar and vector
-// code differently; a test solves cropped images to check.) Lanes past n read up to V - 1
-// values past the row's end: the staged right-hand side and the scratch images carry kSumsPad
-// values of slack, and the rows read there are complete (a short tile is only ever the last
-// of a row -- see `step` in solve_cpu).
-template <typename acc_t, int V, int NB>
-__attribute__((always_inline)) inline void c1_tile(const Geometry& g, Packed<acc_t> w,
-                                                   acc_t* __restrict xp,
-                                                   const acc_t* __restrict y_raw, int64_t i,
-                                                   int64_t j, int64_t n) {
-  using L = Lanes<acc_t, V>;
-  using vec = typename L::type;
-  vec acc[NB];
-  const vec neg_m = L::splat(w.neg_mt[0]);
-#pragma GCC unroll 8
-  for (int nb = 0; nb < NB; ++nb) {
-    acc[nb] = neg_m * L::load(y_raw + nb * V);
-    // Opaque to the optimiser: otherwise `acc + x*s` below adds two products, and FMA
-    // contraction may fuse either -- not necessarily the same one in every instantiation.
-    __asm__("" : "+m"(acc[nb]));
-  }
-  for (int64_t a = 0; a + 1 < g.kh; ++a) {
-    const acc_t* __restrict src = xp + (i + a) * g.Wp + j;
-    const acc_t* __restrict wa = w.taps + a * g.kw;
-    for (int64_t b = 0; b < g.kw; ++b) {
-      const vec s = L::splat(wa[b]);
-#pragma GCC unroll 8
-      for (int nb = 0; nb < NB; ++nb) acc[nb] += L::load(src + b + nb * V) * s;
-    }
-  }
-  acc_t partial[NB * V];
-#pragma GCC unroll 8
-  for (int nb = 0; nb < NB; ++nb)
-    for (int v = 0; v < V; ++v) partial[nb * V + v] = L::lane(acc[nb], v);
-  // the recurrence along the row: pixel j + t reads the kw - 1 pixels left of it
-  acc_t* __restrict row = xp + (i + g.kh - 1) * g.Wp + j;
-  const acc_t* __restrict wc = w.taps + (g.kh - 1) * g.kw;
-  for (int64_t t = 0; t < n; ++t) {
-    acc_t s = partial[t];
-    for (int64_t b = 0; b + 1 < g.kw; ++b) s += wc[b] * row[t + b];
-    row[t + g.kw - 1] = -s;
-  }
-}
-
-template <typename acc_t, int V>
-__attribute__((always_inline)) inline void solve_span_c1(const Geometry& g, Packed<acc_t> w,
-                                                         acc_t* xp, const acc_t* y_raw,
-                                                         int64_t i, int64_t j0, int64_t j1) {
-  int64_t j = j0;
-  for (; j + 4 * V <= j1; j += 4 * V) c1_tile<acc_t, V, 4>(g, w, xp, y_raw + (j - j0), i, j, 4 * V);
-  for (; j < j1; j += V)
-    c1_tile<acc_t, V, 1>(g, w, xp, y_raw + (j - j0), i, j, std::min<int64_t>(V, j1 - j));
-}
-
-template <typename acc_t>
-__attribute__((always_inline)) inline void solve_span(const Geometry& g, Packed<acc_t> w,
-                                                      acc_t* xp, const acc_t* y_raw, acc_t* sums,
-                                                      int64_t i, int64_t j0, int64_t j1) {
-  constexpr int wide = 32 / sizeof(acc_t), narrow = 16 / sizeof(acc_t);
-  const int v = lanes_for<acc_t>(g.C);
-  if (g.C == 1)
-    solve_span_c1<acc_t, wide>(g, w, xp, y_raw, i, j0, j1);
-  else if (v == wide)
-    solve_span_v<acc_t, wide>(g, w, xp, y_raw, sums, i, j0, j1);
-  else
-    solve_span_v<acc_t, narrow>(g, w, xp, y_raw, sums, i, j0, j1);
-}
-
-// The two instantiations are compiled twice where the toolchain allows: for x86-64-v3
-// (AVX2 + FMA) and for the baseline ISA, picked at load time, so one wheel is fast on current
-// CPUs and still runs on old ones.
+// The kernels are compiled twice where the toolchain allows: for x86-64-v3 (AVX2 + FMA) and for
+// the baseline ISA, picked at run time, so one wheel is fast on current CPUs and still runs on
+// old ones. (Two namespaces under `#pragma GCC target` rather than target_clones: with clones,
+// the inlined helpers keep the baseline's lowering of 32-byte vectors, and a broadcast became
+// eight lane inserts.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define INVCONV_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define INVCONV_X86_64_V3 1
+namespace isa_v3 {
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#include "wavefront_kernels.h"
+#pragma GCC pop_options
+}  // namespace isa_v3
+#endif
+namespace isa_base {
+#include "wavefront_kernels.h"
+}  // namespace isa_base
+
+// INVCONV_CPU_ISA=baseline forces the baseline kernels (for tests on a current CPU).
+inline bool use_v3() {
+#ifdef INVCONV_X86_64_V3
+  static const bool v3 = [] {
+    const char* isa = std::getenv("INVCONV_CPU_ISA");
+    return __builtin_cpu_supports("x86-64-v3") && !(isa && std::string(isa) == "baseline");
+  }();
+  return v3;
 #else
-#define INVCONV_MULTIVERSION
+  return false;
+#endif
+}
+
+#ifdef INVCONV_X86_64_V3
+#define INVCONV_DISPATCH(fn, ...) (use_v3() ? isa_v3::fn(__VA_ARGS__) : isa_base::fn(__VA_ARGS__))
+#else
+#define INVCONV_DISPATCH(fn, ...) isa_base::fn(__VA_ARGS__)
 #endif
 
-INVCONV_MULTIVERSION
-void solve_span_f32(const Geometry& g, Packed<float> w, float* xp, const float* y_raw,
-                    float* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<float>(g, w, xp, y_raw, sums, i, j0, j1);
-}
+// Packed/Pixel are per-ISA types of the same layout: the scheduler below uses the baseline's.
+using isa_base::Packed;
 
-INVCONV_MULTIVERSION
-void solve_span_f64(const Geometry& g, Packed<double> w, double* xp, const double* y_raw,
-                    double* sums, int64_t i, int64_t j0, int64_t j1) {
-  solve_span<double>(g, w, xp, y_raw, sums, i, j0, j1);
+inline void band_steps_any(const Geometry& g, Packed<float> w, float* xp, const float* stage,
+                           float* sums, int64_t i0, int64_t nr, int64_t t0, int64_t t1) {
+  INVCONV_DISPATCH(band_steps_f32, g, {w.taps, w.neg_mt}, xp, stage, sums, i0, nr, t0, t1);
 }
-
-inline void solve_span_any(const Geometry& g, Packed<float> w, float* xp, const float* y,
-                           float* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f32(g, w, xp, y, s, i, j0, j1);
+inline void band_steps_any(const Geometry& g, Packed<double> w, double* xp, const double* stage,
+                           double* sums, int64_t i0, int64_t nr, int64_t t0, int64_t t1) {
+  INVCONV_DISPATCH(band_steps_f64, g, {w.taps, w.neg_mt}, xp, stage, sums, i0, nr, t0, t1);
 }
-inline void solve_span_any(const Geometry& g, Packed<double> w, double* xp, const double* y,
-                           double* s, int64_t i, int64_t j0, int64_t j1) {
-  solve_span_f64(g, w, xp, y, s, i, j0, j1);
+inline void images_row_any(const Geometry& g, Packed<float> w, float* const* xp,
+                           const float* const* stage, float* sums, int64_t i, int n) {
+  INVCONV_DISPATCH(images_row_f32, g, {w.taps, w.neg_mt}, xp, stage, sums, i, n);
+}
+inline void images_row_any(const Geometry& g, Packed<double> w, double* const* xp,
+                           const double* const* stage, double* sums, int64_t i, int n) {
+  INVCONV_DISPATCH(images_row_f64, g, {w.taps, w.neg_mt}, xp, stage, sums, i, n);
 }
 
 // A 4-D NCHW tensor seen through the plan's flips: element (b, c, i, j) of the canonical
@@ -324,6 +159,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   const Packed<acc_t> packed{plan.taps.const_data_ptr<acc_t>(), plan.neg_rhs_t.const_data_ptr<acc_t>()};
   const FlippedView<scalar_t> res(out, plan, plan.reverse_channels);
   const int64_t image = g.Hp * g.Wp * C;
+  const int64_t NR = band_rows(C), bands = (H + NR - 1) / NR;
   // Stages y of canonical row i of image b, pixel-major: stage[j*C + c].
   auto stage_rhs = [&](acc_t* stage, int64_t b, int64_t i) {
     for (int64_t c = 0; c < C; ++c)  // channel-major: the reads run along the rows of y
@@ -336,88 +172,115 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
     for (int64_t c = 0; c < C; ++c)
       for (int64_t j = 0; j < W; ++j) res.at(b, c, i, j) = static_cast<scalar_t>(src[j * C + c]);
   };
+  // Scratch of one thread: the staged rows of a band (or one row of each image of a group) and
+  // the sums of a group.
+  const int64_t stage_len = kGroupMax * W * C + kSumsPad, sums_len = kGroupMax * (C + kSumsPad);
 
   // Below ~1e6 multiply-adds in all, or with rows too short for two threads to work on one
-  // row pair at once, synchronising threads costs more than it saves (measured on 2 cores,
+  // band pair at once, synchronising threads costs more than it saves (measured on 2 cores,
   // k=3: 1×12×16×16 and 1×4×16×16 lose, 1×4×64×64 (6e5) breaks even, 1×12×32×32 (1.3e6)
   // gains 1.05-1.1x, 1×12×64×64 1.3x).
   const double work = double(B) * H * W * C * C * g.kh * g.kw;
-  // Columns a thread solves before it publishes them to the row below: at least a few cache
+  // Columns a thread solves before it publishes them to the band below: at least a few cache
   // lines of the scratch row, so two threads rarely touch the same line. Spans then start at
   // multiples of `step` and end at one or at W; for C = 1, kPublishValues is a multiple of
   // every tile width, so a short tile (which reads past its end) only ends a row, under
   // complete rows.
   const int64_t step = std::max<int64_t>(16, kPublishValues / C);
-  if (B >= at::get_num_threads() || H == 1 || W < 2 * step || work < 1e6) {
-    // Enough images for every thread (or too little work): each thread solves whole images in
-    // raster order in one cache-resident scratch image whose zero padding is reused.
+  if (B >= at::get_num_threads() || bands < 2 || W < 2 * step || work < 1e6) {
+    // Enough images for every thread (or too little work): each thread solves its images in
+    // raster order in cache-resident scratch images whose zero padding is reused -- groups of
+    // up to kGroupMax images pixel by pixel together, a lone image band by band.
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> xp(image + kSumsPad, acc_t(0)), stage(W * C + kSumsPad, acc_t(0)),
-          sums(C + kSumsPad);
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t i = 0; i < H; ++i) {
-          stage_rhs(stage.data(), b, i);
-          solve_span_any(g, packed, xp.data(), stage.data(), sums.data(), i, 0, W);
-          store_row(b, xp.data(), i);
+      std::vector<acc_t> xp_buf(kGroupMax * image + kSumsPad, acc_t(0)), stage(stage_len, acc_t(0)),
+          sums(sums_len);
+      acc_t* xps[kGroupMax];
+      const acc_t* stages[kGroupMax];
+      for (int l = 0; l < kGroupMax; ++l) {
+        xps[l] = xp_buf.data() + l * image;
+        stages[l] = stage.data() + l * W * C;
+      }
+      for (int64_t b = b0; b < b1;) {
+        const int n = int(std::min<int64_t>(kGroupMax, b1 - b));
+        if (n >= 2 && C >= 2) {
+          for (int64_t i = 0; i < H; ++i) {
+            for (int l = 0; l < n; ++l) stage_rhs(stage.data() + l * W * C, b + l, i);
+            images_row_any(g, packed, xps, stages, sums.data(), i, n);
+            for (int l = 0; l < n; ++l) store_row(b + l, xps[l], i);
+          }
+          b += n;
+          continue;
         }
+        for (int64_t i0 = 0; i0 < H; i0 += NR) {
+          const int64_t nr = std::min(NR, H - i0);
+          for (int64_t r = 0; r < nr; ++r) stage_rhs(stage.data() + r * W * C, b, i0 + r);
+          band_steps_any(g, packed, xps[0], stage.data(), sums.data(), i0, nr, 0, W + nr - 1);
+          for (int64_t r = 0; r < nr; ++r) store_row(b, xps[0], i0 + r);
+        }
+        b += 1;
       }
     });
     return;
   }
-  // Few images: a pipelined wavefront over rows. Threads take rows (of all images) in order
-  // from a shared counter; pixel (i, j) may start once row i-1 is solved through column j (the
-  // rows above then are too), so the pixels being solved at any moment lie along an
-  // anti-diagonal front, every thread busy after a start-up of a few pixels. Rows are handed
-  // out in increasing order, so the row a thread waits on is always held by a running thread:
-  // no deadlock, also when the pool runs fewer threads than asked (it then runs in order).
+  // Few images: a pipelined wavefront over bands of rows. Threads take bands (of all images) in
+  // order from a shared counter; step t of a band (its first row at column t) may run once the
+  // band above has solved its last row through column t (the rows above it then are too), so
+  // the pixels being solved at any moment lie along an anti-diagonal front, every thread busy
+  // after a start-up of a few pixels. Bands are handed out in increasing order, so the band a
+  // thread waits on is always held by a running thread: no deadlock, also when the pool runs
+  // fewer threads than asked (it then runs in order).
   std::vector<acc_t> xp_all(B * image + kSumsPad, acc_t(0));
-  const int64_t rows = B * H;
-  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[rows]);
-  for (int64_t r = 0; r < rows; ++r) done[r].store(0, std::memory_order_relaxed);
-  std::atomic<int64_t> next_row{0};
-  // A thread starts once `lag` more columns above are solved, and solves at most `step` columns
-  // (as many as are ready) before it publishes them: rows then advance together, one step
-  // apart. (Publishing only whole rows would serialise the rows.)
+  const int64_t units = B * bands;
+  // done[q]: columns of band q's last row solved (what the band below may read)
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[units]);
+  for (int64_t q = 0; q < units; ++q) done[q].store(0, std::memory_order_relaxed);
+  std::atomic<int64_t> next_band{0};
+  // A thread starts once `lag` more columns above are solved, and runs at most `step` steps
+  // (as many as are ready) before it publishes them: bands then advance together, one step
+  // apart. (Publishing only whole bands would serialise them.)
   const int64_t lag = 4;
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<acc_t> stage(W * C + kSumsPad, acc_t(0)), sums(C + kSumsPad);
-    for (int64_t r = next_row.fetch_add(1); r < rows; r = next_row.fetch_add(1)) {
-      const int64_t b = r / H, i = r % H;
+    std::vector<acc_t> stage(stage_len, acc_t(0)), sums(sums_len);
+    for (int64_t q = next_band.fetch_add(1); q < units; q = next_band.fetch_add(1)) {
+      const int64_t b = q / bands, band = q % bands, i0 = band * NR, nr = std::min(NR, H - i0);
+      const int64_t steps = W + nr - 1;
       acc_t* xp = xp_all.data() + b * image;
-      stage_rhs(stage.data(), b, i);
-      for (int64_t j = 0; j < W;) {
-        // Wait for a run of `lag` solved columns above: fewer hand-offs of the cache lines
-        // both threads touch than pixel-by-pixel following.
-        const int64_t want = std::min(W, j + lag);
-        int64_t ready = W;  // columns of row i-1 already solved
-        if (i > 0) {
-          for (int spins = 0; (ready = done[r - 1].load(std::memory_order_acquire)) < want; ++spins)
+      for (int64_t r = 0; r < nr; ++r) stage_rhs(stage.data() + r * W * C, b, i0 + r);
+      for (int64_t t = 0; t < steps;) {
+        int64_t limit = steps;  // steps this band may run: the first row's column stays < ready
+        if (band > 0 && t < W) {
+          // Wait for a run of `lag` solved columns above: fewer hand-offs of the cache lines
+          // both threads touch than pixel-by-pixel following.
+          const int64_t want = std::min(W, t + lag);
+          int64_t ready;
+          for (int spins = 0; (ready = done[q - 1].load(std::memory_order_acquire)) < want; ++spins)
             if (spins > 64) std::this_thread::yield();
-        }
 #ifndef INVCONV_PLANT_READ_AHEAD
-        const int64_t end = std::min(ready, j + step);
-#else  // test-only (cpp/testing/): one column past what the row above has published
-        const int64_t end = std::min(std::min(W, ready + 1), j + step);
+          limit = ready >= W ? steps : ready;
+#else  // test-only (cpp/testing/): one column past what the band above has published
+          limit = ready >= W ? steps : ready + 1;
 #endif
+        }
+        const int64_t end = std::min(limit, t + step);
 #ifndef INVCONV_TEST_STALLED_PUBLISH_US
-        solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, end);
-        j = end;
-        done[r].store(j, std::memory_order_release);
+        band_steps_any(g, packed, xp, stage.data(), sums.data(), i0, nr, t, end);
+        t = end;
+        done[q].store(std::max<int64_t>(0, t - (nr - 1)), std::memory_order_release);
 #else
-        // test-only (cpp/testing/): publish every column (a finer, equally legal hand-off); even
-        // rows stall after each publish and odd rows do not, so an odd row finds the row above
-        // stopped exactly at its published edge and solves its span at once: a consumer that
-        // reads past that edge reads unsolved values, on every run, on any machine.
-        // Use C >= 2 (the C = 1 tiles want whole spans).
-        for (; j < end; ++j) {
-          solve_span_any(g, packed, xp, stage.data() + j * C, sums.data(), i, j, j + 1);
-          done[r].store(j + 1, std::memory_order_release);
-          if (i % 2 == 0)
+        // test-only (cpp/testing/): publish after every step (a finer, equally legal hand-off);
+        // even bands stall after each publish and odd ones do not, so an odd band finds the
+        // band above stopped exactly at its published edge and runs its steps at once: a
+        // consumer that reads past that edge reads unsolved values, on every run, on any
+        // machine. Use C >= 2 (the C = 1 tiles want whole spans).
+        for (; t < end; ++t) {
+          band_steps_any(g, packed, xp, stage.data(), sums.data(), i0, nr, t, t + 1);
+          done[q].store(std::max<int64_t>(0, t + 1 - (nr - 1)), std::memory_order_release);
+          if (band % 2 == 0)
             std::this_thread::sleep_for(std::chrono::microseconds(INVCONV_TEST_STALLED_PUBLISH_US));
         }
 #endif
       }
-      store_row(b, xp, i);
+      for (int64_t r = 0; r < nr; ++r) store_row(b, xp, i0 + r);
     }
   });
 }
@@ -439,6 +302,9 @@ at::Tensor inv_conv2d_cpu(const at::Tensor& y, const at::Tensor& weight, c10::st
 }  // namespace
 
 #ifndef INVCONV_TEST_LIBRARY
+// The instruction set the CPU kernels run with in this process (build_info()["cpu_isa"]).
+const char* cpu_kernel_isa() { return use_v3() ? "x86-64-v3" : "baseline"; }
+
 TORCH_LIBRARY_IMPL(invconv_core, CPU, m) { m.impl("inv_conv2d", &inv_conv2d_cpu); }
 #else
 // test-only builds of this kernel (cpp/testing/) register it under their own namespace
