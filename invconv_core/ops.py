@@ -176,4 +176,8 @@ def _fake_inv_conv2d(y, weight, order="TL", transpose=False):
 
 
 torch.library.register_fake("invconv_core::inv_conv2d", _fake_inv_conv2d)
-torch.library.register_autograd("invconv_core::inv_conv2d", _backward, setup_context=_setup_context)
+if not _loader.COMPILED:
+    # The compiled core registers this same formula as a C++ autograd kernel (cpp/autograd.cpp):
+    # the Python one costs ~120 us per call, most of a small forward+backward.
+    torch.library.register_autograd("invconv_core::inv_conv2d", _backward,
+                                    setup_context=_setup_context)

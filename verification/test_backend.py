@@ -23,6 +23,10 @@ def test_compiled_core_is_in_use():
     assert info["load_error"] is None
     assert info["version"] == ic.__version__
     assert isinstance(info["cuda"], bool)
+    # its autograd is the C++ kernel (cpp/autograd.cpp), not the fallback's Python formula
+    w = torch.eye(2)[:, :, None, None].repeat(1, 1, 3, 3)
+    x = ic.inv_conv2d(torch.randn(1, 2, 3, 3, requires_grad=True), w)
+    assert "InvConv2dFunction" in x.grad_fn.name()
 
 
 def test_fallback_warns_once_and_agrees_with_compiled():
