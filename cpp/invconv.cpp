@@ -4,9 +4,9 @@
 //   causal_conv2d(x, weight, order)           y = T(weight, order) x           (docs/design.md §1)
 //   inv_conv2d(y, weight, order, transpose)   x = T^{-1} y, or T^{-T} y if transpose
 //
-// inv_conv2d has a CPU kernel (cpu/wavefront_solve_cpu.cpp) and, when built with CUDA, a CUDA
-// kernel; its autograd formula and fake (meta) implementation are registered from Python
-// (invconv_core/ops.py) and are built from these same ops, so they differentiate again.
+// inv_conv2d has a CPU kernel (cpu/wavefront_solve_cpu.cpp), when built with CUDA a CUDA kernel,
+// and an autograd kernel (autograd.cpp) built from these same ops, so it differentiates again;
+// its fake (meta) implementation is registered from Python (invconv_core/ops.py).
 // causal_conv2d is CompositeImplicitAutograd: pad + masked conv2d, so autograd, every backend
 // (oneDNN, cuDNN) and torch.compile see plain ATen ops. Its one implementation is in Python
 // (invconv_core/wavefront.py, registered by _loader.py), since the fallback needs it when this
