@@ -56,20 +56,22 @@ def equal_size_configs(base: FlowConfig, models=MODELS) -> dict:
             for m in models}
 
 
+def _timed(fn, device) -> float:
+    """Wall time of one call of ``fn()``, the device synchronised around it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
 def median_seconds(fn, device, repeats: int = 3) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call, with the
     device synchronised around each call."""
     fn()
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        out.append(time.perf_counter() - t)
-    return float(np.median(out))
+    return float(np.median([_timed(fn, device) for _ in range(repeats)]))
 
 
 def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int = 5,
@@ -77,34 +79,49 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
     """One row per model of ``models``: ``model``, ``width``, ``parameters``,
     ``forward_seconds``, ``sample_seconds``, ``train_step_seconds`` (medians of ``repeats`` for
     a batch of ``batch`` random images). Inverse-Flow uses ``base``; every other model the
-    coupling width that gives it Inverse-Flow's parameter count."""
+    coupling width that gives it Inverse-Flow's parameter count.
+
+    The models are timed round by round -- each round one train step, one forward and one
+    sampling call of every model in turn, after a warm-up round -- so a machine that speeds up
+    or slows down during the measurement (shared machines drift by 10-30 % within a minute)
+    shifts every model alike and the ratios between them stay put."""
     require_int("batch", batch, 1)
     require_int("repeats", repeats, 1)
     configs = equal_size_configs(base, models)
     device = torch.device(device)
     torch.manual_seed(0)
-    rows = []
     x = torch.rand(batch, *base.image_shape, device=device) * 0.98 + 0.01
+    runs = []
     for name, cfg in configs.items():
         model = build_flow(cfg).to(device)
         with torch.no_grad():
             model(x)  # ActNorm init
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def train_step():
+        def train_step(model=model, opt=opt, cfg=cfg):
             loss = bits_per_dim(model(x), model.dims, cfg.n_bins).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        train_s = median_seconds(train_step, device, repeats)
-        model.eval()
-        with torch.no_grad():
-            ft = median_seconds(lambda: model(x), device, repeats)
-            st = median_seconds(lambda: model.sample(batch), device, repeats)
-        rows.append({"model": name, "width": cfg.width, "parameters": n_params(model),
-                     "forward_seconds": ft, "sample_seconds": st, "train_step_seconds": train_s})
-    return rows
+        runs.append((name, cfg, model, train_step, {"train": [], "forward": [], "sample": []}))
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for name, cfg, model, train_step, times in runs:
+            model.train()
+            train_s = _timed(train_step, device)
+            model.eval()
+            with torch.no_grad():
+                ft = _timed(lambda: model(x), device)
+                st = _timed(lambda: model.sample(batch), device)
+            if round_:
+                times["train"].append(train_s)
+                times["forward"].append(ft)
+                times["sample"].append(st)
+    return [{"model": name, "width": cfg.width, "parameters": n_params(model),
+             "forward_seconds": float(np.median(t["forward"])),
+             "sample_seconds": float(np.median(t["sample"])),
+             "train_step_seconds": float(np.median(t["train"]))}
+            for name, cfg, model, _, t in runs]
 
 
 def markdown(rows, title: str) -> str:
