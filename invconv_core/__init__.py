@@ -42,7 +42,9 @@ def backend_info() -> dict:
 
     Keys: ``compiled`` (the C++ core is loaded), ``cuda`` (CUDA kernels are compiled in),
     ``version`` (of invconv_core), ``torch`` (running torch), ``load_error`` (why the compiled
-    core is missing, else None), and the compiled core's build facts when it is loaded.
+    core is missing, else None), and the compiled core's build facts when it is loaded --
+    among them ``cpu_isa``, the instruction set its CPU kernels run with in this process
+    (``"x86-64-v3"`` or ``"baseline"``; ``INVCONV_CPU_ISA=baseline`` forces the latter).
     """
     info = {
         "compiled": _loader.COMPILED,
