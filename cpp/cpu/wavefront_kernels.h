@@ -1,6 +1,6 @@
 // The SIMD kernels of the CPU solve (wavefront_solve_cpu.cpp), included there once per
 // instruction set, each time inside its own namespace and target region -- no include guard.
-// Needs Geometry, kSumsPad and kPublishValues from the including file.
+// Needs Geometry, kSumsPad, kPublishValues and kGroupMax from the including file.
 
 // SIMD lanes through GCC/Clang vector extensions: one source, compiled to AVX2+FMA for
 // x86-64-v3 and to SSE2 for the baseline.
@@ -32,7 +32,7 @@ struct Pixel {
   acc_t* sums;         // C + kSumsPad values of scratch for the result
 };
 
-// The vectors per channel chunk for a group of NL pixels: NL * NB accumulators (8 or 9, in
+// The vectors per channel chunk for a group of NL pixels: NL * NB accumulators (at most 9, in
 // AVX2's 16 registers beside the NB tap vectors and a broadcast) -- enough independent FMA
 // chains to hide their latency. (4 pixels x 3 vectors = 12 accumulators was 13% slower at
 // 100x48x4x4 and 100x24x8x8, same-process A/B.)
