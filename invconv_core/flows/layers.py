@@ -97,17 +97,20 @@ class InvConv2d(FlowLayer):
             return torch.ones(self.weight.shape[0], device=self.weight.device, dtype=self.weight.dtype)
         return F.softplus(self.diag_param) + self.min_diag
 
-    def full_weight(self) -> torch.Tensor:
-        d = self.diag()
+    def full_weight(self, d: torch.Tensor | None = None) -> torch.Tensor:
+        """The (C, C, kh, kw) weight of ``T``; ``d``: :meth:`diag`, if already computed."""
+        d = self.diag() if d is None else d
         return self.weight * self.keep + self.diag_place * d[:, None, None, None]
 
-    def conv_logabsdet(self, h: int, w: int) -> torch.Tensor:
-        """log|det T| for one h×w image."""
-        return h * w * torch.log(self.diag()).sum()
+    def conv_logabsdet(self, h: int, w: int, d: torch.Tensor | None = None) -> torch.Tensor:
+        """log|det T| for one h×w image; ``d``: :meth:`diag`, if already computed."""
+        d = self.diag() if d is None else d
+        return h * w * torch.log(d).sum()
 
     def _transform(self, x, invert: bool):
-        w = self.full_weight()
-        ld = self.conv_logabsdet(x.shape[2], x.shape[3]).expand(x.shape[0])
+        d = self.diag()  # once per call: each small op is a fixed cost (and an autograd node)
+        w = self.full_weight(d)
+        ld = self.conv_logabsdet(x.shape[2], x.shape[3], d).expand(x.shape[0])
         if invert:
             return ops.inv_conv2d(x, w, self.order), -ld
         return ops.causal_conv2d(x, w, self.order), ld
