@@ -68,8 +68,9 @@ SolvePlan plan_geometry(int64_t C, int64_t KH, int64_t KW, Order order, bool tra
                         int64_t height, int64_t width);
 
 // The plan of the CPU kernel, on the CPU: its numbers by the element functions of plan_math.h
-// in plain loops up to kLoopPlanMaxC channels (the same arithmetic as the CUDA plan kernels, and
-// no dozen of small ATen ops per call), by ATen's BLAS above (where O(kh·kw·C³) loops lose).
+// in plain loops (the same arithmetic as the CUDA plan kernels, and no dozen of small ATen ops
+// per call), except the folded taps above kLoopPlanMaxC channels: one BLAS product of L^{-1}
+// and the canonical weight there (where O(kh·kw·C³) loops lose).
 // weight: (C, C, kh, kw); height/width: image size. acc_dtype: the dtype the solver accumulates
 // in (float32 for float16/bfloat16/float32 inputs, float64 for float64). A zero on the diagonal
 // of the current tap yields inf/NaN entries (the system is singular), as documented.

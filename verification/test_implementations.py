@@ -178,20 +178,22 @@ def test_half_types_accumulate_in_float32(dtype, order, solver, transpose):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["channels_last", "transposed_hw", "sliced", "expanded_weight"])
-def test_memory_layouts(layout, device):
-    """The layout of the operands must not change a single bit of the result."""
-    w, y = weight_and_input(4, 3, 3, "TL", (3, 4, 9, 9), device=device)
+@pytest.mark.parametrize("C", [4, 20])
+def test_memory_layouts(layout, device, C):
+    """The layout of the operands must not change a single bit of the result (C = 20: the plan's
+    folded taps by BLAS, from the weight read through its strides)."""
+    w, y = weight_and_input(C, 3, 3, "TL", (3, C, 9, 9), device=device)
     if layout == "channels_last":
         y2 = y.to(memory_format=torch.channels_last)
         w2 = w.to(memory_format=torch.channels_last)
     elif layout == "transposed_hw":
         y2, w2 = y.transpose(2, 3).contiguous().transpose(2, 3), w
     elif layout == "sliced":
-        big = torch.zeros(6, 8, 9, 18, dtype=y.dtype, device=device)
+        big = torch.zeros(6, 2 * C, 9, 18, dtype=y.dtype, device=device)
         big[::2, ::2, :, ::2] = y
         y2, w2 = big[::2, ::2, :, ::2], w
     else:  # weight as a non-contiguous view of a larger tensor
-        big = torch.zeros(4, 4, 3, 6, dtype=w.dtype, device=device)
+        big = torch.zeros(C, C, 3, 6, dtype=w.dtype, device=device)
         big[..., ::2] = w
         y2, w2 = y, big[..., ::2]
     assert not (y2.is_contiguous() and w2.is_contiguous())
