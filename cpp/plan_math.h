@@ -42,12 +42,12 @@ struct PlanParams {
   int flip_rows, flip_cols;   // flips of the canonical frame (of the opposite order when transposed)
 };
 
-// Entry (c, c2, a, b) of the canonical TL weight, a < kh, b < kw: make_plan's transpose, flips
-// and crop (solve_plan.cpp) as an index map.
-template <typename scalar_t>
-INVCONV_HOST_DEVICE inline double canonical_weight(const scalar_t* w, const PlanParams& g,
-                                                   std::int64_t c, std::int64_t c2,
-                                                   std::int64_t a, std::int64_t b) {
+// Element offset in the caller's weight of entry (c, c2, a, b) of the canonical TL weight,
+// a < kh, b < kw: make_plan's transpose, flips and crop (solve_plan.cpp) as an index map. It is
+// affine in (c, c2, a, b), so a loop may also walk it with the differences of its values.
+INVCONV_HOST_DEVICE inline std::int64_t canonical_offset(const PlanParams& g, std::int64_t c,
+                                                         std::int64_t c2, std::int64_t a,
+                                                         std::int64_t b) {
   std::int64_t row = g.KH - g.kh + a, col = g.KW - g.kw + b;  // the crop keeps the last rows/cols
   if (g.flip_rows) row = g.KH - 1 - row;
   if (g.flip_cols) col = g.KW - 1 - col;
@@ -58,7 +58,15 @@ INVCONV_HOST_DEVICE inline double canonical_weight(const scalar_t* w, const Plan
     row = g.KH - 1 - row;
     col = g.KW - 1 - col;
   }
-  return static_cast<double>(w[g.ws.at(out, in, row, col)]);
+  return g.ws.at(out, in, row, col);
+}
+
+// Entry (c, c2, a, b) of the canonical TL weight, in float64.
+template <typename scalar_t>
+INVCONV_HOST_DEVICE inline double canonical_weight(const scalar_t* w, const PlanParams& g,
+                                                   std::int64_t c, std::int64_t c2,
+                                                   std::int64_t a, std::int64_t b) {
+  return static_cast<double>(w[canonical_offset(g, c, c2, a, b)]);
 }
 
 // Column j of linv = L^{-1} (C x C, row-major, float64), L = the current tap's lower triangle,

@@ -96,20 +96,11 @@ void build_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::S
   const PlanParams g{View4{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
                      C, weight.size(2), weight.size(3), kh, kw, transpose, plan.flip_rows,
                      plan.flip_cols};
-  // The canonical weight, materialised once in float64 (then plain strides below).
-  // canonical_weight's index map is affine in (c, c2, a, b), so it is walked with signed strides
-  // from its value at (0, 0, 0, 0) (the per-element map cost 20 us at C = 48).
+  // The canonical weight, materialised once in float64 (then plain strides below), walked
+  // with the signed strides of canonical_offset's affine map (the per-element map cost 20 us at
+  // C = 48).
   auto offset = [&](int64_t c, int64_t c2, int64_t a, int64_t b) {
-    std::int64_t row = g.KH - g.kh + a, col = g.KW - g.kw + b, out = c, in = c2;
-    if (g.flip_rows) row = g.KH - 1 - row;
-    if (g.flip_cols) col = g.KW - 1 - col;
-    if (g.transpose) {
-      out = g.C - 1 - c2;
-      in = g.C - 1 - c;
-      row = g.KH - 1 - row;
-      col = g.KW - 1 - col;
-    }
-    return g.ws.at(out, in, row, col);
+    return cuda_kernels::canonical_offset(g, c, c2, a, b);
   };
   const int64_t o0 = offset(0, 0, 0, 0);
   const int64_t dc = C > 1 ? offset(1, 0, 0, 0) - o0 : 0, dc2 = C > 1 ? offset(0, 1, 0, 0) - o0 : 0;

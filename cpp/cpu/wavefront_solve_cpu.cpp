@@ -172,9 +172,10 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
     else
       for (int64_t j = 0; j < W; ++j) dst[j * C] = static_cast<acc_t>(src[j * sw]);
   };
-  // Stages canonical row i of image b: stage[j*C + c].
-  auto stage_rhs = [&](acc_t* stage, int64_t b, int64_t i) {
-    for (int64_t c = 0; c < C; ++c) stage_channel_row(stage, b, i, c);
+  // Stages the nr canonical rows from i0 of image b: row r at stage + r*W*C, pixel-major.
+  auto stage_band = [&](acc_t* stage, int64_t b, int64_t i0, int64_t nr) {
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t c = 0; c < C; ++c) stage_channel_row(stage + r * W * C, b, i0 + r, c);
   };
   // Writes row i of channel c of the solved padded image xp to the output.
   auto store_channel_row = [&](int64_t b, const acc_t* xp, int64_t i, int64_t c) {
@@ -186,10 +187,10 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
     else
       for (int64_t j = 0; j < W; ++j) dst[j * sw] = static_cast<scalar_t>(s[j * C]);
   };
-  // Writes canonical row i of the solved padded image to the output (channel-major order, so
-  // the NCHW writes run along rows).
-  auto store_row = [&](int64_t b, const acc_t* xp, int64_t i) {
-    for (int64_t c = 0; c < C; ++c) store_channel_row(b, xp, i, c);
+  // Writes the nr solved rows from canonical row i0 of the padded image xp to the output.
+  auto store_band = [&](int64_t b, const acc_t* xp, int64_t i0, int64_t nr) {
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t c = 0; c < C; ++c) store_channel_row(b, xp, i0 + r, c);
   };
   // A whole image of y, staged pixel-major: stage[(i*W + j)*C + c] (channel planes read in order).
   auto stage_image = [&](acc_t* stage, int64_t b) {
@@ -205,8 +206,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   // to stay in cache: kGroupMax padded images and their staged right-hand sides); otherwise
   // one image at a time, band by band, with rows staged as they are needed.
   const bool group_images = C >= 2 && 2 * kGroupMax * image * int64_t(sizeof(acc_t)) <= (int64_t(1) << 20);
-  // Scratch of one thread: the staged rows of a band (or one row of each image of a group) and
-  // the sums of a group.
+  // Scratch of one thread: the staged rows of a band and the sums of a group.
   const int64_t stage_len = kGroupMax * W * C + kSumsPad, sums_len = kGroupMax * (C + kSumsPad);
 
   // Below ~1e6 multiply-adds in all, or with rows too short for two threads to work on one
@@ -233,23 +233,23 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
         // once, and the solve ran ~1.7x slower on a cold y)
         std::vector<acc_t> stage(kGroupMax * H * W * C + kSumsPad, acc_t(0));
         acc_t* xps[kGroupMax];
+        for (int l = 0; l < kGroupMax; ++l) xps[l] = xp_buf.data() + l * image;
         const acc_t* rows[kGroupMax];
         for (int64_t b = b0; b < b1;) {
           const int n = int(std::min<int64_t>(kGroupMax, b1 - b));
-          for (int l = 0; l < n; ++l) {
-            xps[l] = xp_buf.data() + l * image;
-            stage_image(stage.data() + l * H * W * C, b + l);
-          }
-          for (int64_t i = 0; i < H; ++i) {
-            for (int l = 0; l < n; ++l) rows[l] = stage.data() + (l * H + i) * W * C;
-            if (n >= 2) {
+          for (int l = 0; l < n; ++l) stage_image(stage.data() + l * H * W * C, b + l);
+          if (n >= 2) {
+            for (int64_t i = 0; i < H; ++i) {
+              for (int l = 0; l < n; ++l) rows[l] = stage.data() + (l * H + i) * W * C;
               images_row_any(g, packed, xps, rows, sums.data(), i, n);
             }
+          } else {  // a lone image: band by band
+            for (int64_t i0 = 0; i0 < H; i0 += NR) {
+              const int64_t nr = std::min(NR, H - i0);
+              band_steps_any(g, packed, xps[0], stage.data() + i0 * W * C, sums.data(), i0, nr, 0,
+                             W + nr - 1);
+            }
           }
-          if (n == 1)  // a lone image: band by band
-            for (int64_t i0 = 0; i0 < H; i0 += NR)
-              band_steps_any(g, packed, xps[0], stage.data() + i0 * W * C, sums.data(), i0,
-                             std::min(NR, H - i0), 0, W + std::min(NR, H - i0) - 1);
           for (int l = 0; l < n; ++l) store_image(b + l, xps[l]);
           b += n;
         }
@@ -259,9 +259,9 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t i0 = 0; i0 < H; i0 += NR) {
           const int64_t nr = std::min(NR, H - i0);
-          for (int64_t r = 0; r < nr; ++r) stage_rhs(stage.data() + r * W * C, b, i0 + r);
+          stage_band(stage.data(), b, i0, nr);
           band_steps_any(g, packed, xp_buf.data(), stage.data(), sums.data(), i0, nr, 0, W + nr - 1);
-          for (int64_t r = 0; r < nr; ++r) store_row(b, xp_buf.data(), i0 + r);
+          store_band(b, xp_buf.data(), i0, nr);
         }
       }
     });
@@ -290,7 +290,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
       const int64_t b = q / bands, band = q % bands, i0 = band * NR, nr = std::min(NR, H - i0);
       const int64_t steps = W + nr - 1;
       acc_t* xp = xp_all.data() + b * image;
-      for (int64_t r = 0; r < nr; ++r) stage_rhs(stage.data() + r * W * C, b, i0 + r);
+      stage_band(stage.data(), b, i0, nr);
       for (int64_t t = 0; t < steps;) {
         int64_t limit = steps;  // steps this band may run: the first row's column stays < ready
         if (band > 0 && t < W) {
@@ -325,7 +325,7 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
         }
 #endif
       }
-      for (int64_t r = 0; r < nr; ++r) store_row(b, xp, i0 + r);
+      store_band(b, xp, i0, nr);
     }
   });
 }
