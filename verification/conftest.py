@@ -24,7 +24,7 @@ FILE_ORDER = ["test_errors.py", "test_backend.py", "test_dense_oracle.py", "test
               "test_autograd.py", "test_flow_layers.py", "test_flow_data.py", "test_verify.py",
               "test_cuda_emulation.py", "test_cuda.py", "test_cpu_pipeline_race.py",
               "test_cuda_compile.py", "test_flow_cli.py", "test_flow_compare.py",
-              "test_console_scripts.py"]
+              "test_console_scripts.py", "test_reliability.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -64,8 +64,10 @@ def _write_cifar(d, n=4):
     rng = np.random.default_rng(1)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(os.path.join(root, name), "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
-                         b"labels": list(rng.integers(0, 10, n))}, f)
+            # as in the real files: the labels are Python ints (no numpy scalars)
+            pickle.dump({b"batch_label": b"batch", b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, n)],
+                         b"filenames": [b"x.png"] * n}, f, protocol=2)
     return root
 
 
@@ -79,11 +81,67 @@ def test_cifar10_pickles(tmp_path):
     np.testing.assert_array_equal(test.images.numpy().reshape(4, -1), raw[b"data"])
     with open(os.path.join(root, "test_batch"), "wb") as f:
         pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
-    with pytest.raises(ValueError, match=r"test_batch: expected b'data' of shape \(N, 3072\)"):
+    with pytest.raises(ValueError, match=r"test_batch: expected b'data' a uint8 array of shape \(N, 3072\)"):
         load_dataset("cifar10", "test", str(tmp_path))
     os.remove(os.path.join(root, "data_batch_3"))
     with pytest.raises(FileNotFoundError, match="data_batch_3: CIFAR-10 python batch not found"):
         load_dataset("cifar10", "train", str(tmp_path))
+
+
+class _RunsCode:
+    """A pickle payload that calls a function of the caller's choosing when unpickled."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("where", ["top", "label", "data"])
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path, where):
+    """A batch whose pickle calls a function (here one that creates a marker file; an attacker's
+    would be os.system) is refused with one line naming the file, and nothing runs. Before the
+    restricted unpickler, plain pickle.load ran it and the dataset loaded."""
+    root = _write_cifar(str(tmp_path))
+    marker = tmp_path / "ran"
+    payload = _RunsCode(open, str(marker), "w")  # a plain builtin: the call itself is the harm
+    good = np.zeros((2, 3072), np.uint8)
+    batch = {"top": payload,
+             "label": {b"data": good, b"labels": [0, payload]},
+             "data": {b"data": payload, b"labels": [0, 1]}}[where]
+    with open(os.path.join(root, "test_batch"), "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 python batch .*refused to "
+                                         r"load global (__builtin__|builtins|io)\.open") as info:
+        load_dataset("cifar10", "test", str(tmp_path))
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_cifar_batches_of_numpy_1_and_2_load_and_other_arrays_are_refused(tmp_path):
+    """The real files were pickled by numpy 1 (``numpy.core.multiarray._reconstruct``); numpy 2
+    writes ``numpy._core``: both load. A float or object array is not CIFAR-10 data."""
+    from invconv_core.flows.data import load_cifar_batch
+
+    data = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3072).astype(np.uint8)
+    raw = pickle.dumps({b"data": data, b"labels": [3, 9]}, protocol=2)
+    assert b"numpy._core.multiarray" in raw or b"numpy.core.multiarray" in raw
+    for text in (raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"),
+                 raw.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")):
+        path = tmp_path / "batch"
+        path.write_bytes(text)
+        got, labels = load_cifar_batch(str(path))
+        np.testing.assert_array_equal(got, data)
+        assert labels == [3, 9]
+    for bad, match in ((data.astype(np.float32), "float32 array"),
+                       (np.array([[object()] * 3072] * 2), r"refused to load global (__builtin__|builtins)\.object"),
+                       ([[0] * 3072] * 2, "got a list"),
+                       (data, "labels")):
+        labels = [3, 10] if bad is data else [3, 9]
+        path.write_bytes(pickle.dumps({b"data": bad, b"labels": labels}, protocol=2))
+        with pytest.raises(ValueError, match=match):
+            load_cifar_batch(str(path))
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -16,7 +16,10 @@ NCHW) with labels.
 - ``mnist``: IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``), 28×28, 256 levels.
 - ``cifar10``: the python pickles ``data_batch_1`` … ``data_batch_5`` and ``test_batch``
-  (in ``DIR`` or ``DIR/cifar-10-batches-py``), 3×32×32, 256 levels.
+  (in ``DIR`` or ``DIR/cifar-10-batches-py``), 3×32×32, 256 levels. They are read with a
+  restricted unpickler (:func:`load_cifar_batch`) that builds only what the real files hold
+  (dicts, lists, strings, numbers and uint8 numpy arrays): a file that asks for anything else
+  is refused, so a crafted batch cannot run code.
 - ``imagenet32`` / ``imagenet64``: the downsampled-ImageNet npz batches
   ``train_data_batch_*.npz`` and ``val_data.npz`` (anywhere under ``DIR``), each with ``data``
   (N × 3·s·s uint8, channel-major) and ``labels`` (1-based), 256 levels.
@@ -26,6 +29,7 @@ A missing or malformed file raises an error naming the path and what was expecte
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import pickle
@@ -176,6 +180,51 @@ def _mnist(data_dir: str, split: str) -> ImageData:
                      torch.tensor(labels, dtype=torch.int64), n_bins=256)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds plain data and numpy arrays only. Any other global a pickle names (``os.system``,
+    ``builtins.eval``, ``subprocess.Popen`` ...) is refused before it is looked up, so loading
+    a crafted file runs no code from it. numpy's array reconstruction is allowed under both of
+    its module names (``numpy.core`` in the real files, written by numpy 1, ``numpy._core``
+    in files written by numpy 2)."""
+
+    _NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 or 1
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
+                ("numpy._core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
+                ("numpy", "ndarray"): np.ndarray,
+                ("numpy", "dtype"): np.dtype,
+                # how Python 3 writes bytes at protocol 2 (a batch re-pickled by a Python 3
+                # tool): a str -> bytes conversion with a registered codec, no code from the file
+                ("_codecs", "encode"): codecs.encode}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name} (a CIFAR-10 batch "
+                                     f"holds only plain data and uint8 numpy arrays)")
+
+
+def load_cifar_batch(path: str) -> tuple[np.ndarray, list]:
+    """``(data, labels)`` of one CIFAR-10 python batch: ``data`` (N, 3072) uint8, ``labels`` N
+    ints in 0–9. Read with a restricted unpickler (see :class:`_CifarUnpickler`); ValueError
+    naming ``path`` for anything that is not such a batch, a crafted one included."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        data, labels = batch[b"data"], list(batch[b"labels"])
+    except Exception as err:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' "
+                         f"N×3072 uint8 and b'labels'): {type(err).__name__}: {err}") from None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072 or len(labels) != data.shape[0]:
+        found = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                 else type(data).__name__)
+        raise ValueError(f"{path}: expected b'data' a uint8 array of shape (N, 3072) and N labels, "
+                         f"got a {found} and {len(labels)} labels")
+    if not all(isinstance(v, int) and 0 <= v <= 9 for v in labels):
+        raise ValueError(f"{path}: expected b'labels' integers 0–9")
+    return data, labels
+
+
 def _cifar10(data_dir: str, split: str) -> ImageData:
     _need_dir(data_dir, "cifar10")
     root = os.path.join(data_dir, "cifar-10-batches-py")
@@ -187,16 +236,7 @@ def _cifar10(data_dir: str, split: str) -> ImageData:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: CIFAR-10 python batch not found (expected the "
                                     f"'cifar-10-batches-py' pickles)")
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            data, labels = np.asarray(batch[b"data"], dtype=np.uint8), list(batch[b"labels"])
-        except Exception as err:
-            raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' "
-                             f"N×3072 uint8 and b'labels'): {err}") from err
-        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
-            raise ValueError(f"{path}: expected b'data' of shape (N, 3072) and N labels, got "
-                             f"{data.shape} and {len(labels)} labels")
+        data, labels = load_cifar_batch(path)
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.extend(labels)
     return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),
