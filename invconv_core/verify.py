@@ -41,10 +41,15 @@ def _line(r) -> str:
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            print(f"invconv-verify: error: --json {args.json!r}: directory {folder!r} does not exist or is not writable",
-                  file=sys.stderr)
+        from .flows.validate import check_output_file
+        folder = os.path.dirname(os.path.realpath(args.json))
+        try:
+            if not os.path.exists(args.json) or os.path.isfile(args.json):
+                if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                    raise PermissionError(f"directory {folder!r} does not exist or is not writable")
+            check_output_file(args.json, "JSON file")  # a device, FIFO or /dev/stdout: written in place
+        except OSError as err:
+            print(f"invconv-verify: error: --json {args.json!r}: {err}", file=sys.stderr)
             return 1
     from . import backend_info, selfcheck
     from .flows.io import atomic_write_json

@@ -3,12 +3,19 @@ write never leaves a truncated file in place), and PNG image grids without extra
 
 A temporary file is named ``.tmp-<name>XXXXXXXX`` beside its target. A process killed during a
 write (``kill -9``) cannot remove it; :func:`remove_stale_temp_files` does, when the next run
-starts in that directory (such files are never read)."""
+starts in that directory (such files are never read).
+
+The target decides how it is written: a regular file (or a new one) is replaced atomically; a
+symlink is followed and its target replaced atomically, the link left in place; a target that
+is not a regular file -- a character device (``/dev/null``), a FIFO, a terminal,
+``/dev/stdout`` -- is written through, never replaced by a regular file (such a write is not
+atomic; it cannot be). A directory or a socket is refused with an error naming the path."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -21,19 +28,49 @@ __all__ = ["atomic_save", "atomic_write_json", "atomic_write_bytes", "save_image
 _TEMP_PREFIX = ".tmp-"
 
 
+def _write_target(path: str) -> tuple[str, bool]:
+    """``(where, through)``: the file to write and whether to write through it in place
+    (not a regular file) rather than replace it atomically."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except FileNotFoundError:
+        mode = None  # a new file, or a dangling symlink: created at the link's target
+    except NotADirectoryError:
+        raise NotADirectoryError(f"{path}: a parent of the output file is not a directory") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path}: is a directory, not a file to write")
+    if mode is not None and stat.S_ISSOCK(mode):
+        raise OSError(f"{path}: is a socket; expected a file, a device or a FIFO to write to")
+    real = os.path.realpath(path)
+    # /dev/stdout and /dev/fd/N resolve into /proc: whatever they point at is the caller's
+    # stream (a terminal, a pipe, a file the shell opened), written in place
+    if (mode is not None and not stat.S_ISREG(mode)) or real.startswith("/proc/"):
+        return path, True
+    return real, False
+
+
 def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
+    target, through = _write_target(path)
+    if through:
+        with open(target, "wb") as f:
+            write(f)
+        return
+    directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX + os.path.basename(path), dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it the usual permissions
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX + os.path.basename(target), dir=directory)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)  # a replaced file keeps its permissions
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # mkstemp makes it 0600; give a new file the usual permissions
+    os.chmod(tmp, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

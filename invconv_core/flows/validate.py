@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 import tempfile
 
 __all__ = ["require_int", "require_float", "int_option", "float_option", "check_output_dir",
@@ -78,8 +79,14 @@ def check_output_dir(path: str, what: str = "output directory") -> str:
 
 def check_output_file(path: str, what: str = "output file") -> str:
     """The directory of ``path`` must exist (or be creatable) and be writable, and ``path``
-    itself must not be a directory."""
+    itself must not be a directory. An existing target that is not a regular file (a device,
+    a FIFO, ``/dev/stdout``) is written in place (:mod:`invconv_core.flows.io`): it must be
+    writable itself."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: the {what} is a directory")
-    check_output_dir(os.path.dirname(os.path.abspath(path)), f"directory of the {what}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        if stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(path, os.W_OK):
+            raise PermissionError(f"{path}: the {what} exists and cannot be written")
+        return path
+    check_output_dir(os.path.dirname(os.path.realpath(path)), f"directory of the {what}")
     return path
