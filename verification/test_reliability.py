@@ -134,3 +134,158 @@ def test_installed_tools_write_through_devices_and_symlinks(tmp_path):
         assert int(reader.communicate(timeout=60)[0]) > 100 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
     finally:
         reader.kill()
+
+
+# ------------------------------------------------------------------ item 3: one writer per directory
+
+def _wait_for(predicate, seconds=120, proc=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def _holds_lock(directory, pid):
+    from invconv_core.flows.runlock import LOCK_NAME
+    try:
+        return (directory / LOCK_NAME).read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
+    """The lock is the OS's: a holder killed with SIGKILL leaves no stale lock."""
+    import signal
+
+    from invconv_core.flows import RunLockedError
+    from invconv_core.flows.runlock import run_lock
+
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from invconv_core.flows.runlock import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)",
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=rf"{tmp_path}: another process \(PID {holder.pid}\) is writing"):
+            with run_lock(str(tmp_path)):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(str(tmp_path)):  # released by the OS
+        pass
+
+
+def test_a_second_train_on_a_busy_run_directory_is_refused(tmp_path):
+    """Before: the second run (plain, --overwrite or --resume) trained into the same directory,
+    last.pt alternated between the two runs and both exited 0."""
+    import signal
+
+    out = tmp_path / "run"
+    first = subprocess.Popen([script("invconv-train"), *TINY, "--epochs", "400", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: (out / "last.pt").exists() and _holds_lock(out, first.pid), proc=first), \
+            first.communicate()[1] if first.poll() is not None else "first run wrote no checkpoint"
+        before = (out / "last.pt").stat().st_mtime_ns
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            proc = run("invconv-train", *TINY, "--epochs", "400", "--model", "glow", "--out", out, *extra)
+            assert proc.returncode == 1, (extra, proc.stdout, proc.stderr)
+            line = one_error_line(proc, "invconv-train")
+            assert f"{out}: another process (PID {first.pid}) is writing" in line, line
+        assert first.poll() is None  # nothing of the first run was taken away
+        assert _wait_for(lambda: (out / "last.pt").stat().st_mtime_ns != before, proc=first)
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    import torch
+    assert torch.load(out / "last.pt", weights_only=True)["config"]["model"] == "inverse-flow"
+
+
+def test_a_second_compare_and_classify_on_a_busy_directory_are_refused(tmp_path):
+    import signal
+
+    for tool, args in (("invconv-compare", ["--dataset", "digits", "--models", "glow", "--seeds", "1",
+                                            "--epochs", "400", "--steps", "1", "--width", "4",
+                                            "--max-train", "100", "--max-test", "50",
+                                            "--timing-repeats", "1"]),
+                       ("invconv-classify", ["--epochs", "100000", "--device", "cpu"])):
+        out = tmp_path / tool
+        first = subprocess.Popen([script(tool), *args, "--out", str(out)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            assert _wait_for(lambda: _holds_lock(out, first.pid), proc=first), first.communicate()
+            proc = run(tool, *args, "--out", out)
+            assert proc.returncode == 1, (proc.stdout, proc.stderr)
+            assert f"another process (PID {first.pid}) is writing" in one_error_line(proc, tool)
+            proc = run(tool, *args, "--out", out, "--overwrite")
+            assert proc.returncode == 1 and f"(PID {first.pid})" in proc.stderr, proc.stderr
+            assert first.poll() is None
+        finally:
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=120)
+
+
+def test_stale_temp_files_are_removed_only_under_the_lock(tmp_path):
+    """A refused second writer must not delete the running writer's temporary files."""
+    import signal
+
+    from invconv_core.flows.runlock import run_lock
+    out = tmp_path / "run"
+    out.mkdir()
+    temp = out / ".tmp-last.ptabc123"
+    temp.write_bytes(b"a writer's checkpoint, half written")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from invconv_core.flows.runlock import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run("invconv-train", *TINY, "--epochs", "1", "--out", out, "--overwrite")
+        assert proc.returncode == 1 and "is writing" in proc.stderr, proc.stderr
+        assert temp.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--out", out)
+    assert proc.returncode == 0 and f"removed {temp}" in proc.stdout, proc.stderr
+    assert not temp.exists()
+
+
+# ------------------------------------------------------------------ item 4: distributed environment
+
+@pytest.mark.parametrize("env, names", [({"RANK": "1"}, ["RANK=1", "WORLD_SIZE"]),
+                                        ({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}, ["RANK"]),
+                                        ({"RANK": "2", "WORLD_SIZE": "2"}, ["RANK=2", "WORLD_SIZE=2"]),
+                                        ({"RANK": "x", "WORLD_SIZE": "1"}, ["RANK='x'"]),
+                                        ({"RANK": "0", "WORLD_SIZE": "2"}, ["MASTER_ADDR", "MASTER_PORT"])])
+def test_a_partial_distributed_environment_is_an_error(tmp_path, env, names):
+    """Before: RANK=1 alone made the run a silent non-writing rank (rc 0, nothing written)."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--out", tmp_path / "run", env={**clean, **env})
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    line = one_error_line(proc, "invconv-train")
+    assert "distributed environment" in line and all(n in line for n in names), line
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_missing_peer_rank_times_out_with_a_message(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "INVCONV_DIST_TIMEOUT": "3"}
+    t0 = time.monotonic()
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run",
+               env=env, timeout=120)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    line = one_error_line(proc, "invconv-train")
+    assert "process group did not form: rank 0 of 2 waited 3 s" in line, line
+    assert time.monotonic() - t0 < 90

@@ -11,7 +11,7 @@ from .checkpoints import load_checkpoint
 from .classify import ClassifierConfig, ClassifierResult, InvConvClassifier, train_classifier
 from .comparison import CompareConfig, CompareResult, compare
 from .data import DATASET_INFO, DATASETS, DatasetInfo, ImageData, load_dataset
-from .errors import CheckpointError, FlowError, RunExistsError, TrainingDiverged
+from .errors import CheckpointError, FlowError, RunExistsError, RunLockedError, TrainingDiverged
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
                      Squeeze)
 from .models import MODELS, FlowConfig, MultiScaleFlow, SplitPrior, build_flow
@@ -32,5 +32,5 @@ __all__ = [
     "time_models", "CompareConfig", "CompareResult", "compare", "ClassifierConfig",
     "ClassifierResult", "InvConvClassifier", "train_classifier",
     # errors
-    "FlowError", "CheckpointError", "RunExistsError", "TrainingDiverged",
+    "FlowError", "CheckpointError", "RunExistsError", "RunLockedError", "TrainingDiverged",
 ]

@@ -25,6 +25,7 @@ from .data import load_dataset
 from .errors import RunExistsError
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files
 from .layers import InvConv2d
+from .runlock import run_lock
 from .validate import check_output_dir, require_float, require_int
 
 __all__ = ["InvConvClassifier", "ClassifierConfig", "ClassifierResult", "train_classifier",
@@ -102,9 +103,14 @@ _FILES = ("classifier.pt", "metrics.json")
 
 def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     """Trains the classifier of ``cfg`` and writes it and its metrics to ``cfg.out``.
-    The output directory is checked (writable; no earlier result unless ``overwrite``) before
-    any work."""
+    The output directory is checked (writable; no earlier result unless ``overwrite``; no
+    other process writing to it: :class:`RunLockedError`) before any work."""
     check_output_dir(cfg.out, "output directory (out)")
+    with run_lock(cfg.out, "output directory"):
+        return _train_classifier(cfg)
+
+
+def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     existing = [f for f in _FILES if os.path.exists(os.path.join(cfg.out, f))]
     if existing and not cfg.overwrite:
         raise RunExistsError(f"{cfg.out}: already holds a classifier ({', '.join(existing)}); "

@@ -56,6 +56,7 @@ from .models import MODELS, FlowConfig
 from .sampling import load_flow, sample
 from .timing import equal_size_configs, time_models
 from .training import TrainConfig, TrainResult, fit
+from .runlock import run_lock
 from .validate import check_output_dir, require_float, require_int
 
 __all__ = ["CompareConfig", "CompareResult", "ModelSummary", "compare", "run_directory"]
@@ -311,13 +312,19 @@ def compare(cfg: CompareConfig, log=print) -> CompareResult:
     ``out`` trained with other settings, OSError for an unusable ``out``, ImportError when
     matplotlib (the plot) or the dataset's optional package is missing, FileNotFoundError for
     missing dataset files. During training, what :func:`fit` raises (:class:`TrainingDiverged`
-    names the run; the finished runs stay and are skipped next time)."""
+    names the run; the finished runs stay and are skipped next time). A second process on the
+    same ``out`` is refused with :class:`RunLockedError` (:mod:`.runlock`)."""
     check_output_dir(cfg.out, "comparison directory (out)")
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ImportError("invconv-compare plots with matplotlib, an optional extra: pip install "
                           "'invconv-core[plots]' (or pip install matplotlib)") from err
+    with run_lock(cfg.out, "comparison directory"):
+        return _compare(cfg, log)
+
+
+def _compare(cfg: CompareConfig, log) -> CompareResult:
     _check_settings(cfg)
     load_dataset(cfg.dataset, "test", cfg.data_dir)  # a missing file or package fails now, not later
     device = _device(cfg.device)

@@ -3,7 +3,7 @@ them as one line and exit with status 1."""
 
 from __future__ import annotations
 
-__all__ = ["FlowError", "CheckpointError", "RunExistsError", "TrainingDiverged",
+__all__ = ["FlowError", "CheckpointError", "RunExistsError", "RunLockedError", "TrainingDiverged",
            "CompiledCoreMissing"]
 
 
@@ -17,6 +17,10 @@ class CheckpointError(FlowError, ValueError):
 
 class RunExistsError(FlowError, FileExistsError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+class RunLockedError(FlowError):
+    """Another process is writing to the same output directory (it holds its lock)."""
 
 
 class TrainingDiverged(FlowError):

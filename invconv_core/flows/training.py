@@ -12,15 +12,23 @@ step and history; ``samples.png``; and ``metrics.json`` (strict JSON: the fields
 (continue from ``last.pt`` at the next epoch, same data order and schedule: bit-identical to an
 uninterrupted run on CPU) or ``overwrite=True`` (start over, replacing it).
 
+One writer per run directory: :func:`fit` holds the directory's lock (:mod:`.runlock`) for the
+whole run; a second process on the same ``out`` -- with ``resume`` or ``overwrite`` too -- is
+refused with :class:`RunLockedError` naming the holder's PID.
+
 Multi-process (DDP): launched by torchrun (``WORLD_SIZE`` > 1) each process trains on one GPU
-(``LOCAL_RANK``) -- or the CPU with gloo -- on a shard of the data; only rank 0 writes and
-:func:`fit` returns the result on rank 0 and ``None`` on the others.
+(``LOCAL_RANK``) -- or the CPU with gloo -- on a shard of the data; only rank 0 writes (and
+locks) and :func:`fit` returns the result on rank 0 and ``None`` on the others. A partial or
+inconsistent set of ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` is a
+ValueError naming them (:func:`dist_environment`); a process whose peers do not all arrive
+within ``INVCONV_DIST_TIMEOUT`` seconds (default 300) stops with a TimeoutError saying so.
 
 Schedule (the paper's): Adam, lr 1e-3, divided by 10 every ``DATASET_INFO[d].lr_step`` epochs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -41,6 +49,7 @@ from .errors import RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
 from .models import MODELS, FlowConfig, build_flow
 from .timing import median_seconds
+from .runlock import run_lock
 from .validate import check_output_dir, require_float, require_int
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "evaluate_bpd", "RUN_FILES"]
@@ -134,18 +143,78 @@ class TrainResult:
         return d
 
 
+#: Seconds a process waits for its peers when a process group forms (INVCONV_DIST_TIMEOUT).
+DIST_TIMEOUT_DEFAULT = 300
+
+
+def dist_environment(env=None) -> tuple[int, int, int]:
+    """``(world_size, rank, local_rank)`` from the variables torchrun sets (``WORLD_SIZE``,
+    ``RANK``, ``LOCAL_RANK``; ``(1, 0, 0)`` when none is set). A partial or inconsistent set is
+    a ValueError naming the variables: a stray ``RANK=1`` would otherwise make this process a
+    non-writing rank of a group that does not exist, and the run would end with nothing saved."""
+    env = os.environ if env is None else env
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+    given = {n: env[n] for n in names if n in env}
+    if not given:
+        return 1, 0, 0
+    values = {}
+    for n, text in given.items():
+        try:
+            values[n] = int(text)
+        except ValueError:
+            raise ValueError(f"distributed environment: {n}={text!r} is not an integer") from None
+    missing = [n for n in ("WORLD_SIZE", "RANK") if n not in given]
+    if missing:
+        raise ValueError(f"distributed environment is partial: {', '.join(f'{n}={given[n]}' for n in given)} "
+                         f"set but {' and '.join(missing)} not (launch with torchrun, or unset "
+                         f"{', '.join(given)})")
+    world, rank = values["WORLD_SIZE"], values["RANK"]
+    local = values.get("LOCAL_RANK", rank)
+    if world < 1 or not 0 <= rank < world or not 0 <= local < world:
+        raise ValueError(f"distributed environment is inconsistent: WORLD_SIZE={world}, RANK={rank}, "
+                         f"LOCAL_RANK={local} (expected WORLD_SIZE >= 1 and 0 <= RANK, LOCAL_RANK "
+                         f"< WORLD_SIZE)")
+    if world > 1:
+        missing = [n for n in ("MASTER_ADDR", "MASTER_PORT") if not env.get(n)]
+        if missing:
+            raise ValueError(f"distributed environment: WORLD_SIZE={world} but {' and '.join(missing)} "
+                             f"not set (launch with torchrun)")
+    return world, rank, local
+
+
+def _dist_timeout(env=None) -> float:
+    env = os.environ if env is None else env
+    text = env.get("INVCONV_DIST_TIMEOUT", str(DIST_TIMEOUT_DEFAULT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"INVCONV_DIST_TIMEOUT={text!r}: expected a number of seconds > 0")
+    return seconds
+
+
 class _Dist:
     """Process-group facts; a single process when not launched by torchrun."""
 
     def __init__(self, device_arg):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world, self.rank, self.local_rank = dist_environment()
         use_cuda = torch.cuda.is_available() and (device_arg is None or device_arg.startswith("cuda"))
         self.device = torch.device(device_arg or "cpu")  # validated before any process group
         self.started = False
         if self.world > 1:
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            import datetime
+            seconds = _dist_timeout()
+            try:
+                dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                        timeout=datetime.timedelta(seconds=seconds))
+            except Exception as err:  # torch raises DistStoreError, RuntimeError, ... here
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise TimeoutError(
+                    f"the process group did not form: rank {self.rank} of {self.world} waited "
+                    f"{seconds:g} s for its peers at {os.environ.get('MASTER_ADDR')}:"
+                    f"{os.environ.get('MASTER_PORT')} (a missing rank? INVCONV_DIST_TIMEOUT sets "
+                    f"the wait; {type(err).__name__}: {first})") from None
             self.started = True
         if use_cuda:
             self.device = torch.device(device_arg if device_arg and self.world == 1 else f"cuda:{self.local_rank}")
@@ -214,8 +283,8 @@ def _device_arg(device):
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> None:
-    """Everything about ``out`` that can fail is checked here, before any data is loaded."""
-    check_output_dir(cfg.out, "run directory (out)")
+    """Everything about ``out`` that can fail is checked here, before any data is loaded (and
+    under the run directory's lock)."""
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(cfg.out, f))]
     if cfg.resume:
         if not os.path.isfile(os.path.join(cfg.out, "last.pt")):
@@ -229,17 +298,23 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     """Train (or continue training) the flow of ``cfg`` and return what was measured.
 
     ``log`` receives one line per epoch and a summary (rank 0 only). Raises, before any data is
-    loaded: ValueError for bad values, :class:`RunExistsError` for an occupied run directory,
-    OSError for an unusable one. During training, :class:`TrainingDiverged` when the loss or the
+    loaded: ValueError for bad values or a partial distributed environment,
+    :class:`RunExistsError` for an occupied run directory, :class:`RunLockedError` when another
+    process is writing to it (:mod:`.runlock`), OSError for an unusable one. During training, :class:`TrainingDiverged` when the loss or the
     test bits/dim stops being finite (``last.pt`` and ``best.pt`` of the last good epoch are kept).
     """
     device = _device_arg(cfg.device)
-    _prepare_run_dir(cfg)
-    ctx = _Dist(device)
-    try:
-        return _fit(cfg, ctx, log)
-    finally:
-        ctx.close()
+    _, rank, _ = dist_environment()
+    _dist_timeout()  # a bad INVCONV_DIST_TIMEOUT fails now, not when the group forms
+    check_output_dir(cfg.out, "run directory (out)")
+    # one writer per run directory: rank 0 is the only process of a run that writes
+    with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():
+        _prepare_run_dir(cfg)
+        ctx = _Dist(device)
+        try:
+            return _fit(cfg, ctx, log)
+        finally:
+            ctx.close()
 
 
 def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
