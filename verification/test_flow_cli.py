@@ -137,7 +137,9 @@ def test_stale_temp_files_of_an_interrupted_write_are_removed(tmp_path):
     (out / "notes.txt").write_text("mine")
     lines = []
     fit(tiny(out, epochs=1), log=lines.append)
-    assert sorted(os.listdir(out)) == ["best.pt", "last.pt", "metrics.json", "notes.txt", "samples.png"]
+    # and the lock file of the run directory (issue 22: one writer per run)
+    assert sorted(os.listdir(out)) == [".invconv-lock", "best.pt", "last.pt", "metrics.json", "notes.txt",
+                                       "samples.png"]
     assert sum("left by an interrupted write" in line for line in lines) == 2
 
 

@@ -106,15 +106,20 @@ def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     The output directory is checked (writable; no earlier result unless ``overwrite``; no
     other process writing to it: :class:`RunLockedError`) before any work."""
     check_output_dir(cfg.out, "output directory (out)")
+    _refuse_existing(cfg)  # a refused run leaves the directory untouched, lock file included
     with run_lock(cfg.out, "output directory"):
+        _refuse_existing(cfg)
         return _train_classifier(cfg)
 
 
-def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
+def _refuse_existing(cfg: ClassifierConfig) -> None:
     existing = [f for f in _FILES if os.path.exists(os.path.join(cfg.out, f))]
     if existing and not cfg.overwrite:
         raise RunExistsError(f"{cfg.out}: already holds a classifier ({', '.join(existing)}); "
                              f"replace it with --overwrite or choose another --out")
+
+
+def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     remove_stale_temp_files(cfg.out, _FILES)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)

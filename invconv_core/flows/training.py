@@ -307,9 +307,10 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     _, rank, _ = dist_environment()
     _dist_timeout()  # a bad INVCONV_DIST_TIMEOUT fails now, not when the group forms
     check_output_dir(cfg.out, "run directory (out)")
+    _prepare_run_dir(cfg)  # a refused run leaves the directory untouched, lock file included
     # one writer per run directory: rank 0 is the only process of a run that writes
     with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():
-        _prepare_run_dir(cfg)
+        _prepare_run_dir(cfg)  # again: another writer may have changed it meanwhile
         ctx = _Dist(device)
         try:
             return _fit(cfg, ctx, log)
