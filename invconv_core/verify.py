@@ -14,6 +14,9 @@ import os
 import sys
 import time
 
+#: The most --cases one run draws (each case costs dense float64 solves: 100,000 take hours).
+MAX_CASES = 100_000
+
 
 def _parse(argv):
     from .flows.validate import int_option
@@ -21,8 +24,8 @@ def _parse(argv):
                                 epilog=__doc__.split("\n\n")[1])
     p.add_argument("--seed", type=int_option(0), default=None,
                    help="seed of the random cases (default: a fresh one, printed; pass it to replay)")
-    p.add_argument("--cases", type=int_option(1), default=None,
-                   help="random cases per check (default 60; 400 with --deep)")
+    p.add_argument("--cases", type=int_option(1, MAX_CASES), default=None,
+                   help=f"random cases per check (default 60; 400 with --deep; at most {MAX_CASES:,})")
     p.add_argument("--deep", action="store_true",
                    help="a longer search: more and larger cases (C up to 16, images up to 12², kernels up to 15)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")

@@ -78,6 +78,12 @@ def test_resume_errors(tmp_path):
         fit(tiny(tmp_path / "none", epochs=1, resume=True))
     out = str(tmp_path / "run")
     fit(tiny(out, epochs=1), log=lambda line: None)
+    with pytest.raises(ValueError, match=r"last.pt: a resumed run cannot change width \(--width\) 16 → 8"):
+        fit(tiny(out, epochs=2, width=8, resume=True))
+    # a checkpoint of an older version has no train_config: its model config is still checked
+    ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
+    del ck["train_config"]
+    torch.save(ck, os.path.join(out, "last.pt"))
     with pytest.raises(ValueError, match="checkpoint config .* differs"):
         fit(tiny(out, epochs=2, width=8, resume=True))
 

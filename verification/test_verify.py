@@ -101,3 +101,21 @@ def test_oracle_without_scipy_agrees(monkeypatch):
     without = oracle.DenseProblem(w, 5, 4, "BL")
     assert np.allclose(without.solve(y), x, rtol=1e-12, atol=1e-12)
     assert np.allclose(without.solve_transpose(g), gt, rtol=1e-12, atol=1e-12)
+
+
+def test_every_check_runs_at_least_one_case():
+    """Issue 22 item 8: a draw with no case small enough for logabsdet/gradcheck made them report
+    "0 cases FAIL" (invconv-verify --cases 1 --seed 1: exit 1). Now the smallest case, shrunk,
+    serves them."""
+    big = selfcheck.Case(B=3, C=12, H=8, W=8, kh=3, kw=3, order="TL", seed=7)
+    results = selfcheck.run_checks([big], ["cpu"])
+    assert {r.check for r in results} == set(CHECK_NAMES)
+    assert all(r.cases >= 1 and r.passed for r in results), [(r.check, r.cases) for r in results]
+
+
+def test_installed_command_with_one_case_and_a_bound_on_cases():
+    proc = run("invconv-verify", "--seed", "1", "--cases", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 0 cases" not in proc.stdout and "VERIFIED" in proc.stdout
+    proc = run("invconv-verify", "--cases", "1000000000")
+    assert proc.returncode == 2 and "argument --cases: expected an integer in 1..100000" in proc.stderr

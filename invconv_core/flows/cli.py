@@ -8,6 +8,8 @@ Exit status, the same for every tool:
          training run, ...: one line ``<tool>: error: <what and where>`` on stderr
     2    the command line is wrong (argparse): usage and one line naming the option
     130  interrupted (Ctrl-C); an interrupted training run continues with --resume
+    143  terminated (SIGTERM, what schedulers send), 129  hung up (SIGHUP): like Ctrl-C, one
+         line on stderr, the last checkpoint intact
 
 Every numeric option is checked by the parser; the output location before any work.
 """
@@ -15,8 +17,11 @@ Every numeric option is checked by the parser; the output location before any wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 import torch
 
@@ -38,16 +43,51 @@ _NONNEG = int_option(0)
 _DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived (what batch schedulers and a closed terminal send): raised in the
+    main thread like KeyboardInterrupt, so a checkpoint being written is abandoned atomically
+    (the previous one stays) and the tool exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions():
+    """SIGTERM and SIGHUP raise :class:`Terminated` for the duration (main thread only)."""
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _terminate) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_tool(prog: str, body) -> int:
     """Runs ``body()`` and returns the exit status: 0 when it returns, 1 with one line on stderr
-    for the errors a user can fix, 130 for Ctrl-C. Anything else is a bug and keeps its
-    traceback."""
+    for the errors a user can fix, 130 for Ctrl-C, 143 for SIGTERM and 129 for SIGHUP (one line
+    on stderr each; a training run continues with --resume). Anything else is a bug and keeps
+    its traceback."""
     try:
-        body()
+        with _signals_as_exceptions():
+            body()
         return 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"{prog}: interrupted by {name}", file=sys.stderr)
+        return 128 + stop.signum
     except (FlowError, ValueError, OSError, ImportError) as err:
         message = str(err).strip().replace("\n", " ") or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -62,7 +102,7 @@ def train_parser() -> argparse.ArgumentParser:
         description="Train a flow (Inverse-Flow or a baseline) and report test bits/dim.",
         epilog="Writes OUT/last.pt every epoch, OUT/best.pt at the best test bits/dim, "
                "OUT/samples.png and OUT/metrics.json. Exit status: 0 done, 1 failed (one line on "
-               "stderr), 2 bad command line, 130 interrupted (continue with --resume).")
+               "stderr), 2 bad command line, 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (continue with --resume).")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--model", choices=MODELS, default="inverse-flow")
     p.add_argument("--epochs", type=_POS, default=20, help="total epochs (a resumed run continues to this)")
@@ -70,7 +110,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt (it may change only --epochs, --device, "
+                           "--data-dir, --workers, --samples, --temperature and progress; any other "
+                           "setting that differs from the run's is refused)")
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     p.add_argument("--levels", type=_POS, default=None,
                    help="L (default: " + ", ".join(f"{k} {v.levels}" for k, v in DATASET_INFO.items()) + ")")

@@ -10,7 +10,8 @@ bits/dim), written atomically, with model, optimiser, scheduler, RNG states, con
 step and history; ``samples.png``; and ``metrics.json`` (strict JSON: the fields of
 :class:`TrainResult`). A directory that already holds a run is refused unless ``resume=True``
 (continue from ``last.pt`` at the next epoch, same data order and schedule: bit-identical to an
-uninterrupted run on CPU) or ``overwrite=True`` (start over, replacing it).
+uninterrupted run on CPU; only the settings in :data:`RESUME_MAY_CHANGE` -- more ``epochs``,
+the device, the workers, the final samples -- may differ from the run's, any other is refused) or ``overwrite=True`` (start over, replacing it).
 
 One writer per run directory: :func:`fit` holds the directory's lock (:mod:`.runlock`) for the
 whole run; a second process on the same ``out`` -- with ``resume`` or ``overwrite`` too -- is
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .bpd import bits_per_dim, dequantize
 from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
@@ -52,7 +53,7 @@ from .timing import median_seconds
 from .runlock import run_lock
 from .validate import check_output_dir, require_float, require_int
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate_bpd", "RUN_FILES"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate_bpd", "RUN_FILES", "RESUME_MAY_CHANGE"]
 
 #: What a run directory holds; any of them present means the directory holds a run.
 RUN_FILES = ("last.pt", "best.pt", "metrics.json", "samples.png")
@@ -294,6 +295,40 @@ def _prepare_run_dir(cfg: TrainConfig) -> None:
                              f"(--resume) or replace it (--overwrite)")
 
 
+#: TrainConfig fields a resumed run may change: they do not change what the run computes.
+#: ``epochs`` continues it further (to at least the epochs trained); ``device``, ``data_dir``
+#: (the same dataset at another path), ``workers`` and ``progress`` change where and how it runs;
+#: ``samples`` and ``temperature`` only the final samples.png. Every other field must equal the
+#: run's (the effective value: ``levels``/``lr_step`` None and the dataset's default are equal).
+RESUME_MAY_CHANGE = ("out", "resume", "overwrite", "epochs", "device", "data_dir", "workers",
+                     "progress", "samples", "temperature")
+
+
+def _effective(train_config: dict) -> dict:
+    d = dict(train_config)
+    info = DATASET_INFO.get(d.get("dataset"))
+    if info is not None:
+        d["levels"] = d.get("levels") or info.levels
+        d["lr_step"] = d.get("lr_step") or info.lr_step
+    return d
+
+
+def _check_resume_settings(cfg: TrainConfig) -> None:
+    """A resumed run continues the saved one exactly or not at all: every setting it cannot
+    honour (the optimiser's, the schedule's, the data's, the seed's) is refused, naming it."""
+    path = os.path.join(cfg.out, "last.pt")
+    ck = load_checkpoint(path, "cpu")
+    saved = ck.get("train_config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint of a version before 0.2.1: only its model config is checked
+    ours, theirs = _effective(dataclasses.asdict(cfg)), _effective(saved)
+    changed = [f"{k} (--{k.replace('_', '-')}) {theirs.get(k)!r} → {ours[k]!r}"
+               for k in ours if k not in RESUME_MAY_CHANGE and theirs.get(k) != ours[k]]
+    if changed:
+        raise ValueError(f"{path}: a resumed run cannot change {', '.join(changed)}; resume with "
+                         f"the run's settings, or start a new run (--overwrite or another --out)")
+
+
 def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     """Train (or continue training) the flow of ``cfg`` and return what was measured.
 
@@ -311,6 +346,8 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     # one writer per run directory: rank 0 is the only process of a run that writes
     with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():
         _prepare_run_dir(cfg)  # again: another writer may have changed it meanwhile
+        if cfg.resume:
+            _check_resume_settings(cfg)
         ctx = _Dist(device)
         try:
             return _fit(cfg, ctx, log)
@@ -350,8 +387,13 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         if ctx.world > 1:
             sampler = DistributedSampler(ds, ctx.world, ctx.rank, shuffle=shuffle, seed=cfg.seed)
             sampler.set_epoch(epoch)
-        elif shuffle:  # the order depends only on (seed, epoch): a resumed run sees the same batches
-            sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        elif shuffle:
+            # the order depends only on (seed, epoch): a resumed run sees the same batches. The
+            # permutation is drawn here, once (the one RandomSampler draws), not lazily through
+            # the DataLoader: with a RandomSampler, --workers 2 trained epoch 0 on another
+            # permutation than --workers 0 (its generator had been advanced before the epoch drew)
+            order = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            sampler = torch.randperm(len(ds), generator=order).tolist()
         else:
             sampler = None
         return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,

@@ -33,16 +33,18 @@ def require_float(name: str, value, minimum: float, *, strict: bool = False) -> 
     return float(value)
 
 
-def int_option(minimum: int):
+def int_option(minimum: int, maximum: int | None = None):
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = expected[3:]
     return parse
 
 
