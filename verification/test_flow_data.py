@@ -227,3 +227,40 @@ def test_photos_without_scikit_image_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.data", None)
     with pytest.raises(ImportError, match=r"'photos' dataset needs scikit-image.*invconv-core\[photos\]"):
         load_dataset("photos", "train")
+
+
+def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
+    """Issue 22 item 11: an IDX.gz announcing MNIST's size but expanding to far more was read
+    whole (3 GiB -> 6.5 GB RSS) before the size check. Now at most the announced bytes + 1 are
+    decompressed: tracemalloc sees far less than the expansion."""
+    import tracemalloc
+
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (10, 28, 28))
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as f:
+        f.write(header)
+        zeros = bytes(1 << 24)
+        for _ in range(16):  # 256 MiB of zeros after 7,840 announced bytes
+            f.write(zeros)
+    from invconv_core.flows.data import read_idx
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"IDX header says \[10, 28, 28\] \(7840 bytes\) but the "
+                                             r"file holds more data after them"):
+            read_idx(str(tmp_path / "train-images-idx3-ubyte"), 0x803, 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+
+
+def test_idx_headers_that_overflow_or_announce_too_much_are_refused(tmp_path):
+    from invconv_core.flows.data import read_idx
+    # 2**16 * 2**16 * 2**32 wraps to 0 in an int64 product: np.prod said 0 bytes, a match for an
+    # empty body
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (1 << 16, 1 << 16, 0xFFFFFFFF))
+    (tmp_path / "a").write_bytes(header)
+    with pytest.raises(ValueError, match="more than the 4,294,967,296 an IDX file here may hold"):
+        read_idx(str(tmp_path / "a"), 0x803, 3)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="fifo: not a regular file"):
+        read_idx(str(tmp_path / "fifo"), 0x803, 3)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import math
 import os
 import pickle
 import zlib
@@ -140,32 +141,56 @@ def _photos(split: str) -> ImageData:
 
 def _open_maybe_gz(path):
     for candidate in (path, path + ".gz"):
+        if os.path.exists(candidate) and not os.path.isfile(candidate):
+            raise ValueError(f"{candidate}: not a regular file (a directory, FIFO or device); "
+                             f"expected the MNIST IDX file")
         if os.path.isfile(candidate):
             return candidate, (gzip.open(candidate, "rb") if candidate.endswith(".gz") else open(candidate, "rb"))
     raise FileNotFoundError(f"{path}[.gz]: MNIST IDX file not found (expected the standard "
                             f"'{os.path.basename(path)}' file, optionally gzipped)")
 
 
+#: The most bytes of data an IDX file may announce (MNIST's largest holds 47 MB).
+IDX_MAX_BYTES = 1 << 32
+
+
+def _read_exactly(f, n: int) -> bytes:
+    chunks, left = [], n
+    while left > 0:
+        chunk = f.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_idx(path: str, expected_magic: int, expected_ndim: int) -> np.ndarray:
-    """An IDX array (big-endian header: magic, then one int32 per dimension, then uint8 data)."""
+    """An IDX array (big-endian header: magic, then one int32 per dimension, then uint8 data).
+    Only the bytes the header announces are read (and decompressed), plus one to detect
+    trailing data: a gzip bomb is refused after at most that much, never expanded whole."""
     found, f = _open_maybe_gz(path)
+    kind = "gzip-compressed " if found.endswith(".gz") else ""
     try:
         with f:
-            raw = f.read()
+            header = _read_exactly(f, 4 + 4 * expected_ndim)
+            if len(header) < 4 + 4 * expected_ndim:
+                raise ValueError(f"{found}: truncated IDX file ({len(header)} bytes)")
+            magic = int.from_bytes(header[:4], "big")
+            if magic != expected_magic:
+                raise ValueError(f"{found}: not an IDX file of the expected kind (magic {magic:#010x}, "
+                                 f"expected {expected_magic:#010x})")
+            dims = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_ndim)]
+            size = math.prod(dims)  # Python ints: no overflow (np.prod wrapped around)
+            if size > IDX_MAX_BYTES:
+                raise ValueError(f"{found}: IDX header says {dims} ({size:,} bytes), more than the "
+                                 f"{IDX_MAX_BYTES:,} an IDX file here may hold")
+            body = _read_exactly(f, size + 1)
     except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
-        raise ValueError(f"{found}: cannot be read as {'gzip-compressed ' if found.endswith('.gz') else ''}"
-                         f"IDX data ({type(err).__name__}: {err})") from None
-    if len(raw) < 4 + 4 * expected_ndim:
-        raise ValueError(f"{found}: truncated IDX file ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != expected_magic:
-        raise ValueError(f"{found}: not an IDX file of the expected kind (magic {magic:#010x}, "
-                         f"expected {expected_magic:#010x})")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_ndim)]
-    body = raw[4 + 4 * expected_ndim:]
-    if len(body) != int(np.prod(dims)):
-        raise ValueError(f"{found}: IDX header says {dims} ({int(np.prod(dims))} bytes) but the "
-                         f"file holds {len(body)} bytes of data")
+        raise ValueError(f"{found}: cannot be read as {kind}IDX data ({type(err).__name__}: {err})") from None
+    if len(body) != size:
+        holds = "more data after them" if len(body) > size else f"only {len(body)} bytes of data"
+        raise ValueError(f"{found}: IDX header says {dims} ({size} bytes) but the file holds {holds}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
