@@ -104,7 +104,9 @@ def logabsdet(weight: torch.Tensor, height: int, width: int, order: str = "TL") 
     r"""``log|det T(weight, order)|`` for one H×W image: ``H·W·Σ_c log|weight[c, c, current]|``.
 
     A 0-d tensor, differentiable in ``weight``. The log-det of :func:`inv_conv2d` is its
-    negative.
+    negative. It is accumulated in float32 or wider: for a float16/bfloat16 weight the result is
+    **float32** (a float16 sum overflows to -inf already at C = 12, diagonal 0.5, 128²), for
+    float32 and float64 it has the weight's dtype.
     """
     check_order(order)
     check_weight_shape(weight)
@@ -112,7 +114,9 @@ def logabsdet(weight: torch.Tensor, height: int, width: int, order: str = "TL") 
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"invconv_core: {name} must be an int >= 1, got {v!r}")
     a, b = current_tap(order, weight.shape[2], weight.shape[3])
-    return weight[:, :, a, b].diagonal().abs().log().sum() * (height * width)
+    diagonal = weight[:, :, a, b].diagonal()
+    diagonal = diagonal.to(torch.promote_types(diagonal.dtype, torch.float32))
+    return diagonal.abs().log().sum() * (height * width)
 
 
 @torch.no_grad()

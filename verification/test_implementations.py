@@ -5,6 +5,7 @@ half types, memory layouts, empty batches."""
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -303,3 +304,16 @@ def test_inverse_residual_reports_conditioning():
     bad[:, :, 2, 2] = torch.eye(3) * 1e-2 + torch.tril(torch.ones(3, 3), -1)  # cond(L) ~ 1e4
     flagged = ic.inverse_residual(y, bad)
     assert torch.all(~torch.isfinite(flagged) | (flagged > 1e-3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_logabsdet_of_a_half_weight_is_accumulated_in_float32(dtype):
+    """Issue 22 item 7: C = 12, diagonal 0.5, 128² was -inf in float16 (float32: -136278.3)."""
+    w = torch.zeros(12, 12, 3, 3)
+    w[:, :, 2, 2] = 0.5 * torch.eye(12)
+    expected = 12 * 128 * 128 * math.log(0.5)
+    got = ic.logabsdet(w.to(dtype), 128, 128)
+    assert got.dtype == torch.float32 and math.isclose(float(got), expected, rel_tol=1e-6), float(got)
+    wg = w.to(dtype).requires_grad_()
+    ic.logabsdet(wg, 8, 8).backward()
+    assert wg.grad.dtype == dtype and float(wg.grad[0, 0, 2, 2]) == 64 / 0.5
