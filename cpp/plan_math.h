@@ -3,7 +3,7 @@
 // loops, the CUDA plan kernels (cuda/plan_kernels.cuh) one column or tap per thread -- one
 // definition of the plan's arithmetic for every backend.
 //
-//   M = L^{-1}                (rhs_transform; its columns reversed for the adjoint)
+//   M = L^{-1}                (rhs_transform; lower-triangular, canonical channel order)
 //   taps_{a,b} = L^{-1} W_{a,b}
 //
 // for the canonical TL weight v of the plan: make_plan's transpose, flips and crop applied as an
@@ -102,14 +102,15 @@ INVCONV_HOST_DEVICE inline void fold_tap_column(const scalar_t* w, const PlanPar
   }
 }
 
-// Row c of M: rhs[c][c2] = linv[c][c2], or linv[c][C-1-c2] for the adjoint (whose right-hand
-// side arrives with its channel axis in the input's order).
+// Row c of M: rhs[c][c2] = linv[c][c2], lower-triangular in the canonical channel order (the
+// solvers read the adjoint's right-hand side through a channel-reversed view, so that channel c
+// of a pixel reads channels c2 <= c of it and nothing else: a NaN in channel 1 of y_p stays out
+// of channel 0 of x_p, as in exact substitution).
 template <typename acc_t>
 INVCONV_HOST_DEVICE inline void rhs_row(const PlanParams& g, const double* linv, std::int64_t c,
                                         acc_t* rhs) {
   const std::int64_t C = g.C;
-  for (std::int64_t c2 = 0; c2 < C; ++c2)
-    rhs[c * C + c2] = static_cast<acc_t>(linv[c * C + (g.transpose ? C - 1 - c2 : c2)]);
+  for (std::int64_t c2 = 0; c2 < C; ++c2) rhs[c * C + c2] = static_cast<acc_t>(linv[c * C + c2]);
 }
 
 }  // namespace cuda_kernels

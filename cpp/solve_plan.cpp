@@ -149,7 +149,7 @@ void build_plan(const at::Tensor& weight, SolvePlan& plan, bool transpose, at::S
           for (int64_t c = 0; c < C; ++c) cuda_kernels::fold_tap_column(v.data(), canonical, linv.data(), a, b, c, taps);
     }
     std::vector<scalar_t> rhs(C * C);  // M, only to be stored transposed and negated
-    for (int64_t c = 0; c < C; ++c) cuda_kernels::rhs_row(g, linv.data(), c, rhs.data());  // g: the adjoint's column order
+    for (int64_t c = 0; c < C; ++c) cuda_kernels::rhs_row(g, linv.data(), c, rhs.data());
     for (int64_t c = 0; c < C; ++c)
       for (int64_t c2 = 0; c2 < C; ++c2) neg_rhs_t[c2 * C + c] = -rhs[c * C + c2];
   });

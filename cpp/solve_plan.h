@@ -50,9 +50,11 @@ struct SolvePlan {
   // taps[a][b][c'][c] = (L^{-1} W_tl[:, :, a, b])[c, c'] for the canonical TL weight; the
   // current tap (kh-1, kw-1) is never read.
   at::Tensor taps;
-  // (C, C) matrix M with  y'[:, p] = M y[:, p]  in the input's own channel order: L^{-1},
-  // with its columns reversed when the channel axis is (the transposed solve). The CUDA plan's
-  // (cuda/solve_launch.h); make_plan, for the CPU kernel, stores it as neg_rhs_t instead.
+  // (C, C) matrix M = L^{-1} with  y'[:, p] = M y[:, p],  lower-triangular in the canonical
+  // channel order: the solvers read the right-hand side through the same channel reversal as
+  // they write the result (the transposed solve), and channel c reads only channels <= c of
+  // y_p -- a non-finite value never reaches a channel that does not depend on it. The CUDA
+  // plan's (cuda/solve_launch.h); make_plan, for the CPU kernel, stores it as neg_rhs_t instead.
   at::Tensor rhs_transform;
   // make_plan only (the CPU kernel's): -M^T, [C'][C]. It and `taps` are views of buffers with
   // kPlanTail zeros after their last value, which the CPU's vector loops may read.

@@ -317,3 +317,67 @@ def test_logabsdet_of_a_half_weight_is_accumulated_in_float32(dtype):
     wg = w.to(dtype).requires_grad_()
     ic.logabsdet(wg, 8, 8).backward()
     assert wg.grad.dtype == dtype and float(wg.grad[0, 0, 2, 2]) == 64 / 0.5
+
+
+# ----------------------------------------------------------------------------- non-finite input
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_nan_stays_in_the_channels_that_read_it_the_issue_case(solver, transpose):
+    """Issue 22 item 6: 1×1 kernel, C = 2, w = [[2, 0], [0.5, 4]], y = [1, NaN]: channel 0 does
+    not depend on channel 1 (compiled core before: [nan, nan]; exact: [0.5, nan])."""
+    device = solver_device(solver)
+    w = torch.tensor([[2.0, 0.0], [0.5, 4.0]], dtype=torch.float64, device=device).view(2, 2, 1, 1)
+    y = torch.tensor([1.0, math.nan], dtype=torch.float64, device=device).view(1, 2, 1, 1)
+    if transpose:  # T^T is upper-triangular: channel 1 does not depend on channel 0
+        y = y.flip(1)
+    x = solve(solver, y, w, "TL", transpose).flatten().tolist()
+    finite = x[1] if transpose else x[0]
+    assert finite == (0.25 if transpose else 0.5) and math.isnan(x[0] if transpose else x[1]), x
+
+
+def _dependence(T: np.ndarray) -> np.ndarray:
+    """reach[i, j]: entry i of T^{-1} y depends on y_j -- the transitive closure of T's
+    structural nonzeros (x_i reads y_i and the x_k with T[i, k] != 0)."""
+    reach = (T != 0) | np.eye(len(T), dtype=bool)
+    while True:
+        wider = reach | ((reach.astype(np.int64) @ reach.astype(np.int64)) > 0)
+        if np.array_equal(wider, reach):
+            return reach
+        reach = wider
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("C", [2, 5, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_entries_of_y_reach_only_what_depends_on_them(solver, C, dtype, bad):
+    """Every solver, both directions, the four orders: with a few entries of y non-finite, an
+    output entry is non-finite exactly where it depends on one of them (the structure of the
+    dense T^{-1}), and every other entry equals the dense solve with those entries set to 0."""
+    device = solver_device(solver)
+    rng = np.random.default_rng(C)
+    for k, order in enumerate(ORDERS):
+        transpose = bool(k % 2)
+        H, W = 3, 4
+        w, y = operands(C, 2, 3, order, (2, C, H, W), torch.float64, seed=C + k)
+        flat = y.clone().view(-1)
+        where = rng.choice(flat.numel(), size=2, replace=False)
+        clean = flat.clone()
+        clean[where] = 0.0
+        flat[where] = bad
+        dense = DenseProblem(to_np(w), H, W, order)
+        reach = _dependence(dense.T)
+        if transpose:
+            reach = reach.T
+        bad_mask = np.zeros(y.numel(), bool)
+        bad_mask[where] = True
+        per_image = y[0].numel()
+        poisoned = np.concatenate([reach @ bad_mask[b * per_image:(b + 1) * per_image]
+                                   for b in range(2)]) > 0
+        x = solve(solver, flat.view_as(y).to(dtype).to(device), w.to(dtype).to(device), order, transpose)
+        x = to_np(x).reshape(-1)
+        np.testing.assert_array_equal(~np.isfinite(x), poisoned, err_msg=f"{order} transpose={transpose}")
+        expected = (dense.solve_transpose if transpose else dense.solve)(to_np(clean.view_as(y))).reshape(-1)
+        tol = solve_tolerance(dense.cond(), C * 6, dtype)
+        assert rel_err(x[~poisoned], expected[~poisoned]) <= tol, (order, transpose)

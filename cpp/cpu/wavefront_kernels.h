@@ -68,6 +68,40 @@ __attribute__((always_inline)) inline void segment(typename Lanes<acc_t, V>::typ
   }
 }
 
+// The right-hand side's partial segment: input channels k in [k0, k1) against output lanes
+// c0 + nb*V + v, of which only those with c >= k take the product -- M is lower-triangular, and
+// a lane above the diagonal would add 0 * y_p[k], which is NaN when y_p[k] is not finite (it
+// must stay out of the channels that do not depend on it). Each lane that takes a product takes
+// it as `segment` does (acc + w*s, the same contraction), so which of the two segments serves a
+// (channel, k) pair -- that depends on the chunking -- changes no bit.
+template <typename acc_t, int V, int NB, int NL>
+__attribute__((always_inline)) inline void triangular_segment(
+    typename Lanes<acc_t, V>::type (&acc)[NL][NB], const acc_t* const (&src)[NL],
+    const acc_t* __restrict w, int64_t k0, int64_t k1, int64_t C, int64_t c0) {
+  using L = Lanes<acc_t, V>;
+  using vec = typename L::type;
+  using index_t = typename std::conditional<sizeof(acc_t) == 4, int32_t, int64_t>::type;
+  using ivec = typename Lanes<index_t, V>::type;
+  ivec channel[NB];
+  for (int nb = 0; nb < NB; ++nb)
+    for (int v = 0; v < V; ++v) channel[nb][v] = static_cast<index_t>(c0 + nb * V + v);
+  for (int64_t k = k0; k < k1; ++k) {
+    const ivec kk = Lanes<index_t, V>::splat(static_cast<index_t>(k));
+    vec wk[NB];
+#pragma GCC unroll 8
+    for (int nb = 0; nb < NB; ++nb) wk[nb] = L::load(w + k * C + nb * V);
+#pragma GCC unroll 8
+    for (int l = 0; l < NL; ++l) {
+      const vec s = L::splat(src[l][k]);
+#pragma GCC unroll 8
+      for (int nb = 0; nb < NB; ++nb) {
+        const vec sum = acc[l][nb] + wk[nb] * s;
+        acc[l][nb] = channel[nb] >= kk ? sum : acc[l][nb];
+      }
+    }
+  }
+}
+
 // The kernel rows and columns a group needs: taps above row a0 or left of column b0 read only
 // the scratch image's zero padding for every pixel of the group (near the top and left edges),
 // and are skipped. Skipping changes no bit: an accumulator starts at +0 and is never -0, and
@@ -80,7 +114,8 @@ struct Reach {
 
 // Channels [c0, c0 + NB*V) of NL pixels of the canonical TL problem:
 //     x_p = M y_p - sum_{taps t != current} W'_t x_{p - t}
-// accumulated as one negated sum over segments: the raw right-hand side y_p against -M^T, then
+// accumulated as one negated sum over segments: the raw right-hand side y_p against -M^T (its
+// lower triangle only: channels k <= c0 for every lane, then the lanes' diagonal band), then
 // each kernel row's contiguous run of kw*C solved values against its packed taps (the last
 // kernel row stops before the current pixel). Lanes past C read the packed weights' padding
 // tail and land in the tail of `sums`.
@@ -97,7 +132,10 @@ __attribute__((always_inline)) inline void group_block(const Geometry& g, Packed
     for (int nb = 0; nb < NB; ++nb) acc[l][nb] = L::splat(0);
     src[l] = px[l].rhs;
   }
-  segment<acc_t, V, NB, NL>(acc, src, w.neg_mt + c0, C, C);
+  const int64_t every_lane = std::min<int64_t>(c0 + 1, C);  // k <= c0: every lane's c >= k
+  segment<acc_t, V, NB, NL>(acc, src, w.neg_mt + c0, every_lane, C);
+  triangular_segment<acc_t, V, NB, NL>(acc, src, w.neg_mt + c0, every_lane,
+                                       std::min<int64_t>(c0 + NB * V, C), C, c0);
   const int64_t skip = reach.b0 * C;  // values of each kernel row that read only padding
   for (int64_t a = reach.a0; a < g.kh; ++a) {
     for (int l = 0; l < NL; ++l) src[l] = px[l].field + a * g.Wp * C + skip;

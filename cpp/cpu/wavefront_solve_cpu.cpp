@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <type_traits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,7 +153,8 @@ void solve_cpu(const at::Tensor& y, const SolvePlan& plan, at::Tensor& out) {
   Geometry g{C, H, W, plan.kh, plan.kw, H + plan.kh - 1, W + plan.kw - 1};
   // y' = M y is evaluated per pixel inside the vector loop, in a fixed summation order: the
   // result does not depend on the thread count, the schedule or the memory layout of y.
-  const FlippedView<const scalar_t> in(y, plan, /*reverse_channels=*/false);  // M reorders
+  // canonical channels (reversed for the adjoint, like the result): M is lower-triangular
+  const FlippedView<const scalar_t> in(y, plan, plan.reverse_channels);
   // The vector loops read up to one group of lanes (< kSumsPad values) past the last weight:
   // the plan's buffers carry kPlanTail zeros there.
   static_assert(kSumsPad <= kPlanTail, "the plan's tail must cover the vector lanes");

@@ -78,7 +78,7 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
                                          shared_limit, max_threads, max_blocks);
   auto& p = s.params;
   int64_t off = 0;
-  p.ys = canonical_view(y, plan, /*reverse_channels=*/false, &off);  // M reorders the input
+  p.ys = canonical_view(y, plan, plan.reverse_channels, &off);  // canonical channels: M is lower-triangular
   p.y = y.const_data_ptr<scalar_t>() + off;
   p.os = canonical_view(out, plan, plan.reverse_channels, &off);
   p.out = out.mutable_data_ptr<scalar_t>() + off;

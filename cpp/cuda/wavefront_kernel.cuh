@@ -50,7 +50,7 @@ struct SolveParams {
   scalar_t* out;      // result, canonical view `os` (channel axis reversed for the adjoint)
   View4 os;
   const acc_t* taps;  // [kh][kw][C'][C]: taps[a][b][c'][c] = (L^{-1} W_{a,b})[c][c']
-  const acc_t* rhs;   // [C][C']: M = L^{-1} in the input's channel order
+  const acc_t* rhs;   // [C][C']: M = L^{-1}, lower-triangular (canonical channel order, as `ys`)
   acc_t* scratch;     // solved values in acc_t, view `ss`; unused when the image is in shared
   View4 ss;
   std::int64_t B, C, H, W, kh, kw;
@@ -140,7 +140,9 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSM)
         acc_t acc = acc_t(0);
         const scalar_t* yp = p.y + p.ys.at(b, 0, i, j);
         const acc_t* m = rhs + c * C;
-        for (std::int64_t c2 = 0; c2 < C; ++c2) acc += m[c2] * static_cast<acc_t>(yp[c2 * p.ys.sc]);
+        // M is lower-triangular: channel c reads channels <= c of y_p only (the zeros above the
+        // diagonal would turn a NaN of a later channel into this one's)
+        for (std::int64_t c2 = 0; c2 <= c; ++c2) acc += m[c2] * static_cast<acc_t>(yp[c2 * p.ys.sc]);
         // taps reaching above row 0 or left of column 0 read the zero padding: skipped
         for (std::int64_t a = imax(0, kh - 1 - i); a < kh; ++a) {
           const std::int64_t ii = i - (kh - 1 - a);
