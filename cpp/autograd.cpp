@@ -101,6 +101,13 @@ class InvConv2dFunction : public torch::autograd::Function<InvConv2dFunction> {
 
 at::Tensor inv_conv2d_autograd(const at::Tensor& y, const at::Tensor& weight,
                                c10::string_view order, bool transpose) {
+  // Forward-mode AD has no formula here (a torch::autograd::Function cannot carry one), and a
+  // dropped tangent made jvp return zeros. The public wrappers send forward AD and torch.func
+  // transforms to invconv_core/_transforms.py before this point; a direct call gets an error.
+  TORCH_CHECK(!(y._fw_grad(/*level=*/0).defined() || weight._fw_grad(/*level=*/0).defined()),
+              "invconv_core: forward-mode AD (torch.func.jvp, jacfwd, forward_ad.make_dual) "
+              "through torch.ops.invconv_core.inv_conv2d is not supported; call "
+              "invconv_core.inv_conv2d or inv_conv2d_transpose, which support it");
   if (!at::GradMode::is_enabled() || !(y.requires_grad() || weight.requires_grad())) {
     // nothing to record: no autograd node, straight to the kernel
     at::AutoDispatchBelowADInplaceOrView guard;

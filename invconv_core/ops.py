@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
 from ._geometry import (check_operands, check_order, check_weight_shape, current_tap,
                         pad_amounts, tap_mask)
+from ._transforms import InvConv2dFunction, transforms_active
 
 __all__ = ["causal_conv2d", "inv_conv2d", "inv_conv2d_transpose", "logabsdet",
            "check_invertible", "inverse_residual"]
@@ -60,7 +61,9 @@ def inv_conv2d(y: torch.Tensor, weight: torch.Tensor, order: str = "TL", *,
     r"""Exact inverse of :func:`causal_conv2d`: the x with ``causal_conv2d(x, weight, order) == y``.
 
     A wavefront solve: H + W - 1 dependent steps, O(N·H·W·C²·kh·kw) work (that of one
-    convolution). Differentiable in ``y`` and ``weight`` to any order.
+    convolution). Differentiable in ``y`` and ``weight`` to any order, in reverse and forward
+    mode, and under ``torch.func`` (``grad``, ``jacrev``, ``jvp``, ``jacfwd``, ``vmap``,
+    ``hessian``; see invconv_core/_transforms.py).
 
     The matrix is singular when a diagonal entry ``weight[c, c, current]`` of the current-pixel
     tap is zero; the solve then returns inf/NaN. ``check=True`` raises a ``ValueError``
@@ -76,13 +79,18 @@ def inv_conv2d(y: torch.Tensor, weight: torch.Tensor, order: str = "TL", *,
     check_order(order)
     if check:
         check_invertible(weight, order)
+    if transforms_active():  # torch.func / forward AD: the formula they understand (_transforms.py)
+        return InvConv2dFunction.apply(y, weight, order, False)
     return _ops.inv_conv2d(y, weight, order, False)
 
 
 def inv_conv2d_transpose(g: torch.Tensor, weight: torch.Tensor, order: str = "TL") -> torch.Tensor:
     r"""``T(weight, order)^{-T} g``: the adjoint solve (∂L/∂y of :func:`inv_conv2d`). Shapes as
     in :func:`inv_conv2d`."""
-    return _ops.inv_conv2d(g, weight, check_order(order), True)
+    check_order(order)
+    if transforms_active():
+        return InvConv2dFunction.apply(g, weight, order, True)
+    return _ops.inv_conv2d(g, weight, order, True)
 
 
 def check_invertible(weight: torch.Tensor, order: str = "TL") -> None:
