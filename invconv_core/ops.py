@@ -94,18 +94,29 @@ def inv_conv2d_transpose(g: torch.Tensor, weight: torch.Tensor, order: str = "TL
 
 
 def check_invertible(weight: torch.Tensor, order: str = "TL") -> None:
-    """Raise ``ValueError`` if ``T(weight, order)`` is singular (a zero or non-finite diagonal
-    entry of the current-pixel tap)."""
+    """Raise ``ValueError`` if ``T(weight, order)`` cannot be inverted in the weight's dtype: a
+    diagonal entry of the current-pixel tap that is zero, subnormal (its reciprocal overflows:
+    1e-45 in float32 gave 47 of 48 outputs non-finite) or not finite, or any other entry the
+    convolution reads that is not finite (the ignored entries above the current tap's channel
+    diagonal may hold anything)."""
     check_order(order)
     check_weight_shape(weight)
     a, b = current_tap(order, weight.shape[2], weight.shape[3])
-    diag = weight.detach()[:, :, a, b].diagonal()
-    bad = (diag == 0) | ~torch.isfinite(diag)
+    w = weight.detach()
+    diag = w[:, :, a, b].diagonal()
+    bad = (diag.abs() < torch.finfo(w.dtype).tiny) | ~torch.isfinite(diag)
     if bool(bad.any()):
         channels = bad.nonzero().flatten().tolist()
         raise ValueError(
             f"invconv_core: weight[c, c, {a}, {b}] (the current-pixel tap of order {order!r}) is "
-            f"zero or not finite for channels {channels}: the convolution is not invertible")
+            f"zero, subnormal or not finite for channels {channels}: the convolution is not "
+            f"invertible")
+    read = torch.isfinite(w) | ~tap_mask(w, order).bool()
+    if not bool(read.all()):
+        first = [int(i) for i in (~read).nonzero()[0]]
+        raise ValueError(f"invconv_core: weight holds a non-finite entry the convolution reads "
+                         f"(first at weight[{', '.join(map(str, first))}]): the inverse would be "
+                         f"inf/NaN")
 
 
 def logabsdet(weight: torch.Tensor, height: int, width: int, order: str = "TL") -> torch.Tensor:

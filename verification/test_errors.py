@@ -89,7 +89,7 @@ def test_order_must_be_a_string():
 def test_singular_weight_check_is_opt_in():
     y, w = good()
     w[1, 1, 1, 1] = 0.0
-    with pytest.raises(ValueError, match=r"zero or not finite for channels \[1\]: the convolution is not invertible"):
+    with pytest.raises(ValueError, match=r"zero, subnormal or not finite for channels \[1\]: the convolution is not invertible"):
         ic.inv_conv2d(y, w, check=True)
     # without the check the solve runs and the singularity shows as inf/NaN, as documented
     assert not torch.isfinite(ic.inv_conv2d(y, w)).all()
@@ -128,3 +128,24 @@ def test_weight_helpers_check_the_weight(helper):
         call(torch.ones(3, 3, 2, 2, dtype=torch.int64))
     with pytest.raises(TypeError, match=r"weight must be a torch.Tensor, got list"):
         call([[1.0]])
+
+
+def test_check_refuses_a_subnormal_diagonal_and_a_non_finite_tap():
+    """Issue 22 item 9: check=True accepted a diagonal of 1e-45 (47 of 48 outputs non-finite)
+    and an inf in an off-current tap. The ignored entries may still hold anything."""
+    w = torch.zeros(3, 3, 2, 2)
+    w[:, :, 1, 1] = torch.eye(3)
+    y = torch.randn(1, 3, 4, 4)
+    ic.inv_conv2d(y, w, check=True)
+    sub = w.clone()
+    sub[1, 1, 1, 1] = 1e-45
+    with pytest.raises(ValueError, match=r"zero, subnormal or not finite for channels \[1\]"):
+        ic.inv_conv2d(y, sub, check=True)
+    far = w.clone()
+    far[2, 0, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"non-finite entry the convolution reads \(first at weight\[2, 0, 0, 1\]\)"):
+        ic.check_invertible(far)
+    ignored = w.clone()
+    ignored[0, 2, 1, 1] = float("nan")  # above the current tap's channel diagonal: never read
+    ic.check_invertible(ignored)
+    assert torch.isfinite(ic.inv_conv2d(y, ignored, check=True)).all()

@@ -357,3 +357,61 @@ def test_scheduler_signals_stop_a_run_like_ctrl_c(tmp_path, signame, status):
     done = torch.load(out / "last.pt", weights_only=True)["epoch"] + 1
     proc = run("invconv-train", *TINY, "--epochs", done + 1, "--out", out, "--resume")
     assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------ items 9, 10: values and options
+
+@pytest.mark.parametrize("tool, args", [
+    ("invconv-train", [*TINY, "--epochs", "1", "--out", "{tmp}/run"]),
+    ("invconv-sample", ["--checkpoint", "{tmp}/none.pt", "--out", "{tmp}/s.png"]),
+    ("invconv-time", ["--shape", "digits", "--steps", "1", "--width", "4", "--repeats", "1"]),
+    ("invconv-classify", ["--epochs", "1", "--out", "{tmp}/cls"]),
+    ("invconv-compare", ["--models", "glow", "--seeds", "1", "--epochs", "1", "--out", "{tmp}/cmp"]),
+])
+@pytest.mark.parametrize("device, says", [("meta", "a meta device cannot run the flows"),
+                                          ("bogus", "must be cpu, cuda or cuda:N, got 'bogus'"),
+                                          ("cuda:99", "cuda:99")])
+def test_a_device_that_cannot_run_is_a_command_line_error(tmp_path, tool, args, device, says):
+    """Before: --device meta/bogus gave tracebacks or misleading errors (classify had already
+    created --out; sample without CUDA reported a corrupt checkpoint)."""
+    proc = run(tool, *[a.format(tmp=tmp_path) for a in args], "--device", device)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert f"argument --device: " in proc.stderr and says in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []  # nothing created
+
+
+@pytest.mark.parametrize("tool, args", [("invconv-train", [*TINY, "--epochs", "1", "--out", "{tmp}/run"]),
+                                        ("invconv-classify", ["--epochs", "1", "--out", "{tmp}/cls"])])
+@pytest.mark.parametrize("seed", ["-1", str(2**31), "1e3"])
+def test_a_seed_out_of_range_names_the_option(tmp_path, tool, args, seed):
+    proc = run(tool, *[a.format(tmp=tmp_path) for a in args], "--seed", seed)
+    assert proc.returncode == 2 and "argument --seed: expected an integer in 0..2147483647" in proc.stderr, proc.stderr
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    """Before: invconv-sample drew NaN images from it and exited 0."""
+    import torch
+
+    out = tmp_path / "run"
+    assert run("invconv-train", *TINY, "--epochs", "1", "--out", out).returncode == 0
+    ck = torch.load(out / "best.pt", weights_only=True)
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point())
+    ck["model"][name] = torch.full_like(ck["model"][name], float("nan"))
+    torch.save(ck, tmp_path / "nan.pt")
+    proc = run("invconv-sample", "--checkpoint", tmp_path / "nan.pt", "--out", tmp_path / "s.png", "--device", "cpu")
+    assert proc.returncode == 1, proc.stdout
+    assert f"nan.pt: the saved weights hold NaN or inf ({name}" in one_error_line(proc, "invconv-sample")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_imagenet_values_outside_8_bits_are_refused(tmp_path):
+    """Before: a float or int16 'data' array was wrapped to uint8 (300 -> 44) silently."""
+    from invconv_core.flows.data import load_dataset
+
+    for data, says in ((np.full((2, 3 * 32 * 32), 300, np.int16), "values 300..300"),
+                       (np.full((2, 3 * 32 * 32), 0.5, np.float32), "dtype float32")):
+        np.savez(tmp_path / "val_data.npz", data=data, labels=np.array([1, 2]))
+        with pytest.raises(ValueError, match=f"val_data.npz: expected 'data' of 8-bit values 0–255, got .*{says}"):
+            load_dataset("imagenet32", "test", str(tmp_path))
+    np.savez(tmp_path / "val_data.npz", data=np.full((2, 3 * 32 * 32), 255, np.int64), labels=np.array([1, 2]))
+    assert float(load_dataset("imagenet32", "test", str(tmp_path)).images.max()) == 255.0

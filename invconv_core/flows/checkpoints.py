@@ -77,6 +77,11 @@ def load_weights(model: MultiScaleFlow, ck: dict, path: str) -> MultiScaleFlow:
                  if model.config.model != "glow" else "")
         raise CheckpointError(f"{path}: the saved weights do not match the saved config "
                               f"{model.config.to_dict()} ({detail}).{older}") from None
+    bad = [name for name, t in ck["model"].items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:  # it would sample NaN images and report them as a success
+        raise CheckpointError(f"{path}: the saved weights hold NaN or inf ({', '.join(bad[:3])}"
+                              f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''})")
     return model
 
 

@@ -25,8 +25,8 @@ from .data import load_dataset
 from .errors import RunExistsError
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files
 from .layers import InvConv2d
-from .runlock import run_lock
-from .validate import check_output_dir, require_float, require_int
+from .runlock import refuse_if_locked, run_lock
+from .validate import SEED_MAX, check_output_dir, require_device, require_float, require_int
 
 __all__ = ["InvConvClassifier", "ClassifierConfig", "ClassifierResult", "train_classifier",
            "accuracy", "CLASSIFIER_DATASETS"]
@@ -81,6 +81,8 @@ class ClassifierConfig:
         for name in ("epochs", "batch_size", "kernel_size"):
             require_int(name, getattr(self, name), 1)
         require_float("lr", self.lr, 0.0, strict=True)
+        require_int("seed", self.seed, 0, SEED_MAX)
+        require_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     The output directory is checked (writable; no earlier result unless ``overwrite``; no
     other process writing to it: :class:`RunLockedError`) before any work."""
     check_output_dir(cfg.out, "output directory (out)")
+    refuse_if_locked(cfg.out, "output directory")
     _refuse_existing(cfg)  # a refused run leaves the directory untouched, lock file included
     with run_lock(cfg.out, "output directory"):
         _refuse_existing(cfg)

@@ -34,11 +34,12 @@ from .models import MODELS, FlowConfig
 from .sampling import load_flow, sample
 from .timing import markdown, median_seconds, time_models
 from .training import TrainConfig, fit
-from .validate import check_output_file, float_option, int_option
+from .validate import SEED_MAX, check_output_file, device_option, float_option, int_option
 
 __all__ = ["train_main", "sample_main", "time_main", "classify_main", "compare_main", "run_tool"]
 
 _POS = int_option(1)
+_SEED = int_option(0, SEED_MAX)
 _NONNEG = int_option(0)
 _DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -108,7 +109,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_POS, default=20, help="total epochs (a resumed run continues to this)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, metrics)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt (it may change only --epochs, --device, "
                            "--data-dir, --workers, --samples, --temperature and progress; any other "
@@ -127,7 +128,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
     p.add_argument("--samples", type=_POS, default=64, help="images in samples.png")
     p.add_argument("--temperature", type=float_option(0.0), default=0.8, help="sampling temperature for samples.png")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--workers", type=_NONNEG, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
@@ -154,8 +155,8 @@ def sample_main(argv=None) -> int:
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--n", type=_POS, default=64, help="number of images")
     p.add_argument("--temperature", type=float_option(0.0), default=0.8)
-    p.add_argument("--device", default=_DEVICE_DEFAULT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
+    p.add_argument("--seed", type=_SEED, default=0)
     args = p.parse_args(argv)
 
     def body():
@@ -186,7 +187,7 @@ def time_main(argv=None) -> int:
     p.add_argument("--batch", type=_POS, default=100)
     p.add_argument("--repeats", type=_POS, default=5)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--device", default=_DEVICE_DEFAULT)
+    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
     args = p.parse_args(argv)
 
     def body():
@@ -216,8 +217,8 @@ def classify_main(argv=None) -> int:
     p.add_argument("--batch-size", type=_POS, default=100)
     p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-2)
     p.add_argument("--kernel-size", type=_POS, default=3)
-    p.add_argument("--device", default=_DEVICE_DEFAULT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
+    p.add_argument("--seed", type=_SEED, default=0)
     args = p.parse_args(argv)
 
     def body():
@@ -248,7 +249,7 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="delete the runs in OUT and start over (needed to change the settings of OUT)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--levels", type=_POS, default=None, help="L (default: the dataset's)")
     p.add_argument("--steps", type=_POS, default=8, help="K steps per level")
     p.add_argument("--width", type=_POS, default=64,

@@ -292,6 +292,13 @@ def _imagenet(data_dir: str, split: str, size: int) -> ImageData:
         if data.ndim != 2 or data.shape[1] != 3 * size * size or len(labels) != len(data):
             raise ValueError(f"{path}: expected 'data' of shape (N, {3 * size * size}) for "
                              f"{size}×{size} images and N labels, got {data.shape}, {len(labels)}")
+        if data.dtype != np.uint8:
+            # the real batches are uint8; a wider or float array would be wrapped (300 -> 44)
+            bad = not np.issubdtype(data.dtype, np.integer) or (data.size and (data.min() < 0 or data.max() > 255))
+            if bad:
+                raise ValueError(f"{path}: expected 'data' of 8-bit values 0–255, got dtype {data.dtype}"
+                                 + (f" with values {data.min()}..{data.max()}"
+                                    if data.size and np.issubdtype(data.dtype, np.number) else ""))
         xs.append(data.reshape(-1, 3, size, size).astype(np.uint8))
         ys.append(np.asarray(labels, dtype=np.int64) - 1)
     return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),

@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["LOCK_NAME", "run_lock"]
+__all__ = ["LOCK_NAME", "run_lock", "refuse_if_locked"]
 
 #: The lock file's name inside a locked directory.
 LOCK_NAME = ".invconv-lock"
@@ -36,6 +36,26 @@ def _holder(fd: int) -> str:
     except OSError:
         text = ""
     return f"PID {text}" if text.isdigit() else "PID unknown"
+
+
+def refuse_if_locked(directory: str, what: str = "run directory") -> None:
+    """:class:`RunLockedError` if another process holds the lock of ``directory``, found
+    without creating or writing anything there (a refused run leaves the directory as it was)."""
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no lock file: nobody has locked it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{directory}: another process ({_holder(fd)}) is writing to "
+                                 f"this {what}; wait for it to finish, or choose another "
+                                 f"directory") from None
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

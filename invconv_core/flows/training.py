@@ -50,8 +50,8 @@ from .errors import RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
 from .models import MODELS, FlowConfig, build_flow
 from .timing import median_seconds
-from .runlock import run_lock
-from .validate import check_output_dir, require_float, require_int
+from .runlock import refuse_if_locked, run_lock
+from .validate import SEED_MAX, check_output_dir, require_device, require_float, require_int
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "evaluate_bpd", "RUN_FILES", "RESUME_MAY_CHANGE"]
 
@@ -101,8 +101,9 @@ class TrainConfig:
         for name, minimum in (("epochs", 1), ("steps", 1), ("width", 1), ("kernel_size", 1),
                               ("batch_size", 1), ("samples", 1), ("workers", 0)):
             require_int(name, getattr(self, name), minimum)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        require_int("seed", self.seed, 0, SEED_MAX)
+        if self.device is not None:
+            require_device(self.device)
         for name in ("levels", "lr_step", "max_train", "max_test"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
@@ -272,15 +273,7 @@ def evaluate_bpd(model, data: ImageData, batch_size: int = 100, seed: int = 1234
 
 
 def _device_arg(device):
-    if device is None:
-        return None
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device")
-    return str(device)
+    return None if device is None else require_device(device)
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> None:
@@ -342,6 +335,8 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     _, rank, _ = dist_environment()
     _dist_timeout()  # a bad INVCONV_DIST_TIMEOUT fails now, not when the group forms
     check_output_dir(cfg.out, "run directory (out)")
+    if rank == 0:
+        refuse_if_locked(cfg.out)  # a busy directory is named as such, before anything else
     _prepare_run_dir(cfg)  # a refused run leaves the directory untouched, lock file included
     # one writer per run directory: rank 0 is the only process of a run that writes
     with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():

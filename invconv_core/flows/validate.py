@@ -13,15 +13,55 @@ import os
 import stat
 import tempfile
 
-__all__ = ["require_int", "require_float", "int_option", "float_option", "check_output_dir",
-           "check_output_file"]
+__all__ = ["require_int", "require_float", "require_device", "int_option", "float_option",
+           "device_option", "check_output_dir", "check_output_file", "SEED_MAX"]
 
 
-def require_int(name: str, value, minimum: int) -> int:
-    """``value`` if it is an int (not a bool) >= ``minimum``, else ValueError naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def require_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) >= ``minimum`` (and <= ``maximum``), else
+    ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or \
+            (maximum is not None and value > maximum):
+        expected = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{name} must be an integer {expected}, got {value!r}")
     return value
+
+
+#: Seeds every tool takes: numpy seeds must fit 32 bits, with room for one per process rank.
+SEED_MAX = 2**31 - 1
+
+
+def require_device(value, name: str = "device") -> str:
+    """``value`` if it names a device the flows can run on -- ``cpu``, or ``cuda``/``cuda:N``
+    that torch sees -- else ValueError naming ``name`` (``meta``, a typo, a GPU that is not
+    there: before any work, not as a traceback or a misleading error later)."""
+    import torch
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type == "cpu":
+        return str(value)
+    if device.type != "cuda":
+        raise ValueError(f"{name} must be cpu, cuda or cuda:N, got {value!r} (a {device.type} "
+                         f"device cannot run the flows)")
+    if not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise ValueError(f"{name} {value!r} was asked for, but torch sees no CUDA device ({why})")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"{name} {value!r} was asked for, but torch sees {count} CUDA device(s) "
+                         f"(cuda:0 .. cuda:{count - 1})")
+    return str(value)
+
+
+def device_option(text: str) -> str:
+    """argparse type of ``--device``: :func:`require_device`."""
+    try:
+        return require_device(text, "device")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("device ", "", 1)
+                                         if str(err).startswith("device ") else str(err)) from None
 
 
 def require_float(name: str, value, minimum: float, *, strict: bool = False) -> float:
