@@ -33,6 +33,18 @@ static bool is_real_floating(at::ScalarType t) {
   return at::isFloatingType(t) && !at::isComplexType(t);
 }
 
+// A dtype as torch prints it (torch.float32), so the compiled core's messages read like the
+// pure-PyTorch paths' (_geometry.py) and like the dtypes users write.
+static std::string torch_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
 void check_operands(const at::Tensor& input, const at::Tensor& weight, const char* input_name) {
   TORCH_CHECK_VALUE(input.dim() == 4, "invconv_core: ", input_name,
                     " must be a 4-D (N, C, H, W) tensor, got shape ", input.sizes());
@@ -49,13 +61,13 @@ void check_operands(const at::Tensor& input, const at::Tensor& weight, const cha
                     " (expected (", input.size(1), ", ", input.size(1), ", kh, kw))");
   TORCH_CHECK_TYPE(is_real_floating(input.scalar_type()), "invconv_core: ", input_name,
                    " must have a real floating dtype (float16, bfloat16, float32, float64), got ",
-                   input.scalar_type());
+                   torch_dtype(input.scalar_type()));
   TORCH_CHECK_TYPE(is_real_floating(weight.scalar_type()), "invconv_core: weight must have a "
                    "real floating dtype (float16, bfloat16, float32, float64), got ",
-                   weight.scalar_type());
+                   torch_dtype(weight.scalar_type()));
   TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), "invconv_core: ", input_name,
-                   " and weight must have the same dtype, got ", input.scalar_type(), " and ",
-                   weight.scalar_type());
+                   " and weight must have the same dtype, got ", torch_dtype(input.scalar_type()),
+                   " and ", torch_dtype(weight.scalar_type()));
   TORCH_CHECK_VALUE(input.device() == weight.device(), "invconv_core: ", input_name,
                     " and weight must be on the same device, got ", input.device(), " and ",
                     weight.device());

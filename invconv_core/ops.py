@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
 from ._geometry import (check_operands, check_order, check_weight_shape, current_tap,
                         pad_amounts, tap_mask)
+from . import _autocast  # noqa: F401  (the ops' autocast kernels)
 from ._transforms import InvConv2dFunction, transforms_active
 
 __all__ = ["causal_conv2d", "inv_conv2d", "inv_conv2d_transpose", "logabsdet",

@@ -71,7 +71,7 @@ class TestBadInput:
 
     def test_dtype_mismatch(self, entry):
         y, w = good()
-        with pytest.raises(TypeError, match=rf"{_input_name(entry)} and weight must have the same dtype, got (Float and Double|torch\.float32 and torch\.float64)"):
+        with pytest.raises(TypeError, match=rf"{_input_name(entry)} and weight must have the same dtype, got torch\.float32 and torch\.float64"):
             ENTRY_POINTS[entry](y, w.double())
 
     def test_device_mismatch(self, entry):

@@ -115,20 +115,32 @@ class InvConv2d(FlowLayer):
             return ops.inv_conv2d(x, w, self.order), -ld
         return ops.causal_conv2d(x, w, self.order), ld
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """data → latent: x (N, C, H, W) → ``(z, logabsdet)``, z (N, C, H, W) in x's dtype,
+        logabsdet (N,) ``= log|det ∂z/∂x|`` (``−H·W·Σ log diag`` for ``placement="inverse"``,
+        ``+H·W·Σ log diag`` for ``"conv"``). Outside a flow, take ``[0]`` or call
+        :func:`invconv_core.inv_conv2d` / ``causal_conv2d`` with :meth:`full_weight`."""
         return self._transform(x, invert=self.placement == "inverse")
 
-    def inverse(self, z):
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """latent → data: z (N, C, H, W) → ``(x, logabsdet)`` with the negated log-det."""
         return self._transform(z, invert=self.placement == "conv")
+
+    def extra_repr(self) -> str:
+        c, _, kh, kw = self.weight.shape
+        return (f"{c}, kernel_size=({kh}, {kw}), order={self.order!r}, placement={self.placement!r}, "
+                f"learn_diag={self.diag_param is not None}, min_diag={self.min_diag:g}")
 
 
 class ActNorm(FlowLayer):
     r"""Per-channel affine ``z = (x + bias)·exp(logs)``; forward logabsdet ``H·W·Σ logs``.
 
-    Data-dependent initialisation on the first forward batch (zero mean, unit variance per
-    channel). Whether it happened is a buffer, so it survives a checkpoint load; under
-    ``torch.distributed`` the batch statistics are averaged over all ranks, so every replica
-    starts identical.
+    Data-dependent initialisation on the first forward batch in training mode (zero mean, unit
+    variance per channel). Whether it happened is a buffer, so it survives a checkpoint load;
+    under ``torch.distributed`` the batch statistics are averaged over all ranks, so every
+    replica starts identical. The forward branches on a Python mirror of that buffer, not on
+    the tensor, so once initialised (one eager forward, or :meth:`MultiScaleFlow.initialize`)
+    ``torch.compile(model, fullgraph=True)`` traces it without a data-dependent branch.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -136,7 +148,15 @@ class ActNorm(FlowLayer):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self.is_initialized = False  # mirrors the buffer (a Python bool: no graph break)
         self.eps = eps
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.is_initialized = bool(self.initialized)
+
+    def extra_repr(self) -> str:
+        return f"{self.bias.shape[1]}, initialized={self.is_initialized}"
 
     @torch.no_grad()
     def _initialize(self, x):
@@ -153,9 +173,10 @@ class ActNorm(FlowLayer):
         self.bias.copy_(-mean.view(1, -1, 1, 1))
         self.logs.copy_(-0.5 * torch.log(var + self.eps).view(1, -1, 1, 1))
         self.initialized.fill_(1)
+        self.is_initialized = True
 
     def forward(self, x):
-        if not bool(self.initialized) and self.training:
+        if self.training and not self.is_initialized:
             self._initialize(x)
         ld = (x.shape[2] * x.shape[3]) * self.logs.sum()
         return (x + self.bias) * torch.exp(self.logs), ld.expand(x.shape[0])

@@ -159,6 +159,20 @@ class MultiScaleFlow(nn.Module):
         self.top_mean = nn.Parameter(torch.zeros(1, *self.top_shape))
         self.top_logs = nn.Parameter(torch.zeros(1, *self.top_shape))
 
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> "MultiScaleFlow":
+        """Data-dependent initialisation of every ActNorm from the batch ``x`` (dequantized data
+        (N, C, H, W) in [0, 1)), as the first training-mode forward does. Call it before
+        ``torch.compile(model, fullgraph=True)``: the compiled forward then has no
+        initialisation branch. Returns the model."""
+        was_training = self.training
+        self.train()
+        try:
+            self(x)
+        finally:
+            self.train(was_training)
+        return self
+
     @property
     def dims(self) -> int:
         c, h, w = self.config.image_shape
