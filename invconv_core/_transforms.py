@@ -28,7 +28,8 @@ from torch.autograd import forward_ad
 
 from ._geometry import masked_weight, pad_amounts
 
-__all__ = ["InvConv2dFunction", "transforms_active", "causal_conv2d_transpose"]
+__all__ = ["InvConv2dFunction", "transforms_active", "causal_conv2d_transpose", "setup_context",
+           "backward"]
 
 _ops = torch.ops.invconv_core
 
@@ -57,6 +58,33 @@ def _causal(x, weight, order, transpose):
     return _ops.causal_conv2d(x, weight, order)
 
 
+def setup_context(ctx, inputs, output):
+    """Saves what :func:`backward` and the forward-mode rule read (also the pure-PyTorch
+    fallback's autograd registration, ops.py)."""
+    _, weight, order, transpose = inputs
+    ctx.order, ctx.transpose = order, transpose
+    ctx.save_for_backward(weight, output)
+    ctx.save_for_forward(weight, output)
+
+
+def backward(ctx, grad):
+    """``(∂L/∂y, ∂L/∂weight, None, None)`` of ``x = T⁻¹ y`` (or ``T⁻ᵀ y``), the formula of
+    cpp/autograd.cpp (ops.py derives it), built from :class:`InvConv2dFunction` itself so that
+    it can be differentiated again, under the transforms too."""
+    weight, out = ctx.saved_tensors
+    need_y, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad is None or not (need_y or need_w):
+        return None, None, None, None
+    from .ops import _weight_grad
+    # the derivative of a T^{-1} solve is a T^{-T} solve and vice versa
+    g_in = InvConv2dFunction.apply(grad.contiguous(), weight, ctx.order, not ctx.transpose)
+    g_w = None
+    if need_w:
+        inp, gout = (g_in, out) if ctx.transpose else (out, g_in)
+        g_w = -_weight_grad(inp, gout, weight, ctx.order)
+    return (g_in if need_y else None), g_w, None, None
+
+
 class InvConv2dFunction(torch.autograd.Function):
     """``x = T(weight, order)⁻¹ y`` (``transpose``: ``T⁻ᵀ y``) with backward, forward-mode and
     vmap rules that torch.func understands. Arguments as ``torch.ops.invconv_core.inv_conv2d``."""
@@ -67,25 +95,11 @@ class InvConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, weight, order, transpose = inputs
-        ctx.order, ctx.transpose = order, transpose
-        ctx.save_for_backward(weight, output)
-        ctx.save_for_forward(weight, output)
+        setup_context(ctx, inputs, output)
 
     @staticmethod
     def backward(ctx, grad):
-        weight, out = ctx.saved_tensors
-        need_y, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if grad is None or not (need_y or need_w):
-            return None, None, None, None
-        from .ops import _weight_grad
-        # the derivative of a T^{-1} solve is a T^{-T} solve and vice versa
-        g_in = InvConv2dFunction.apply(grad.contiguous(), weight, ctx.order, not ctx.transpose)
-        g_w = None
-        if need_w:
-            inp, gout = (g_in, out) if ctx.transpose else (out, g_in)
-            g_w = -_weight_grad(inp, gout, weight, ctx.order)
-        return (g_in if need_y else None), g_w, None, None
+        return backward(ctx, grad)
 
     @staticmethod
     def jvp(ctx, y_dot, w_dot, _order_dot, _transpose_dot):

@@ -32,6 +32,7 @@ from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
 from ._geometry import (check_operands, check_order, check_weight_shape, current_tap,
                         pad_amounts, tap_mask)
 from . import _autocast  # noqa: F401  (the ops' autocast kernels)
+from . import _transforms
 from ._transforms import InvConv2dFunction, transforms_active
 
 __all__ = ["causal_conv2d", "inv_conv2d", "inv_conv2d_transpose", "logabsdet",
@@ -172,27 +173,6 @@ def _weight_grad(inp: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor
     return gw * tap_mask(weight, order)
 
 
-def _setup_context(ctx, inputs, output):
-    y, weight, order, transpose = inputs
-    ctx.order = order
-    ctx.transpose = transpose
-    ctx.save_for_backward(weight, output if ctx.needs_input_grad[1] else None)
-
-
-def _backward(ctx, grad):
-    weight, out = ctx.saved_tensors
-    need_y, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if not (need_y or need_w):
-        return None, None, None, None
-    # the derivative of a T^{-1} solve is a T^{-T} solve and vice versa
-    g_in = _ops.inv_conv2d(grad.contiguous(), weight, ctx.order, not ctx.transpose)
-    g_w = None
-    if need_w:
-        inp, gout = (g_in, out) if ctx.transpose else (out, g_in)
-        g_w = -_weight_grad(inp, gout, weight, ctx.order)
-    return (g_in if need_y else None), g_w, None, None
-
-
 def _fake_inv_conv2d(y, weight, order="TL", transpose=False):
     check_operands(y, weight, "y")
     check_order(order)
@@ -203,5 +183,5 @@ torch.library.register_fake("invconv_core::inv_conv2d", _fake_inv_conv2d)
 if not _loader.COMPILED:
     # The compiled core registers this same formula as a C++ autograd kernel (cpp/autograd.cpp):
     # the Python one costs ~120 us per call, most of a small forward+backward.
-    torch.library.register_autograd("invconv_core::inv_conv2d", _backward,
-                                    setup_context=_setup_context)
+    torch.library.register_autograd("invconv_core::inv_conv2d", _transforms.backward,
+                                    setup_context=_transforms.setup_context)

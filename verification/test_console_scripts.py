@@ -173,18 +173,24 @@ def test_bad_gzip_names_the_file(tmp_path):
         f.write(b"x")  # (a valid gzip for contrast is read fine by the same code path)
 
 
-def test_interrupted_run_exits_130_and_resumes(tmp_path):
+@pytest.mark.parametrize("signame, status, says", [
+    ("SIGINT", 130, "invconv-train: interrupted"),
+    # issue 22 item 12: what schedulers and a closed terminal send; before, the tool died with
+    # nothing on stderr
+    ("SIGTERM", 143, "invconv-train: interrupted by SIGTERM"),
+    ("SIGHUP", 129, "invconv-train: interrupted by SIGHUP")])
+def test_interrupted_run_exits_with_its_status_and_resumes(tmp_path, signame, status, says):
     out = tmp_path / "run"
     proc = subprocess.Popen([script("invconv-train"), *TINY, "--epochs", "200", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
         assert first.startswith("epoch 1/200"), first + proc.stderr.read()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and err.strip().endswith("invconv-train: interrupted"), err
+    assert proc.returncode == status and err.strip() == says, (proc.returncode, err)
     done = torch.load(out / "last.pt", weights_only=True)["epoch"] + 1
     proc = run("invconv-train", *TINY, "--epochs", str(done + 1), "--out", out, "--resume")
     assert proc.returncode == 0, proc.stderr

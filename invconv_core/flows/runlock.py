@@ -38,6 +38,15 @@ def _holder(fd: int) -> str:
     return f"PID {text}" if text.isdigit() else "PID unknown"
 
 
+def _take(fd: int, kind: int, directory: str, what: str) -> None:
+    """flock ``kind`` without waiting; :class:`RunLockedError` naming the holder if held."""
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunLockedError(f"{directory}: another process ({_holder(fd)}) is writing to this "
+                             f"{what}; wait for it to finish, or choose another directory") from None
+
+
 def refuse_if_locked(directory: str, what: str = "run directory") -> None:
     """:class:`RunLockedError` if another process holds the lock of ``directory``, found
     without creating or writing anything there (a refused run leaves the directory as it was)."""
@@ -48,12 +57,7 @@ def refuse_if_locked(directory: str, what: str = "run directory") -> None:
     except OSError:
         return  # no lock file: nobody has locked it
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(f"{directory}: another process ({_holder(fd)}) is writing to "
-                                 f"this {what}; wait for it to finish, or choose another "
-                                 f"directory") from None
+        _take(fd, fcntl.LOCK_SH, directory, what)
     finally:
         os.close(fd)
 
@@ -68,12 +72,7 @@ def run_lock(directory: str, what: str = "run directory"):
     path = os.path.join(directory, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(f"{directory}: another process ({_holder(fd)}) is writing to "
-                                 f"this {what}; wait for it to finish, or choose another "
-                                 f"directory") from None
+        _take(fd, fcntl.LOCK_EX, directory, what)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
