@@ -45,6 +45,19 @@ def _register_fallback() -> None:
     _FALLBACK_LIB = lib  # the registrations live as long as this object
 
 
+def _check_environment() -> None:
+    """One warning per unknown value of the package's switches (a typo would otherwise be
+    silently ignored: INVCONV_DISABLE_COMPILED=true kept the compiled core)."""
+    known = {"INVCONV_DISABLE_COMPILED": ("", "0", "1"), "INVCONV_CPU_ISA": ("", "baseline")}
+    for name, values in known.items():
+        value = os.environ.get(name)
+        if value is not None and value not in values:
+            warnings.warn(f"invconv_core: {name}={value!r} is not one of "
+                          f"{', '.join(repr(v) for v in values if v)}; ignored", RuntimeWarning,
+                          stacklevel=3)
+
+
+_check_environment()
 try:
     if os.environ.get("INVCONV_DISABLE_COMPILED", "0") == "1":
         raise ImportError("disabled by INVCONV_DISABLE_COMPILED=1")

@@ -391,3 +391,90 @@ def test_imagenet_values_outside_8_bits_are_refused(tmp_path):
             load_dataset("imagenet32", "test", str(tmp_path))
     np.savez(tmp_path / "val_data.npz", data=np.full((2, 3 * 32 * 32), 255, np.int64), labels=np.array([1, 2]))
     assert float(load_dataset("imagenet32", "test", str(tmp_path)).images.max()) == 255.0
+
+
+def _mnist_files(d, n_train=4, n_test=3, test_size=28, labels=None):
+    import gzip  # noqa: F401
+    rng = np.random.default_rng(0)
+    for prefix, n, size in (("train", n_train, 28), ("t10k", n_test, test_size)):
+        imgs = rng.integers(0, 256, (n, size, size)).astype(np.uint8)
+        lab = (labels if labels is not None else rng.integers(0, 10, n)).astype(np.uint8)[:n]
+        for name, magic, arr in ((f"{prefix}-images-idx3-ubyte", 0x803, imgs),
+                                 (f"{prefix}-labels-idx1-ubyte", 0x801, lab)):
+            header = magic.to_bytes(4, "big") + b"".join(x.to_bytes(4, "big") for x in arr.shape)
+            (d / name).write_bytes(header + arr.tobytes())
+
+
+@pytest.mark.parametrize("case, says", [
+    ({"test_size": 14}, "training images are (1, 28, 28) but test images (1, 14, 14)"),
+    ({"n_test": 0}, "the test set is empty"),
+    ({"n_train": 0}, "the training set is empty"),
+])
+@pytest.mark.parametrize("tool", ["invconv-train", "invconv-classify"])
+def test_inconsistent_datasets_are_named_before_training(tmp_path, case, says, tool):
+    """Before: a bare traceback, or "diverged"/num_samples=0."""
+    data = tmp_path / "mnist"
+    data.mkdir()
+    _mnist_files(data, **case)
+    extra = ["--steps", "1", "--width", "4", "--no-progress"] if tool == "invconv-train" else []
+    proc = run(tool, "--dataset", "mnist", "--data-dir", data, "--epochs", "1", "--device", "cpu",
+               "--out", tmp_path / "out", *extra)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert says in one_error_line(proc, tool)
+
+
+def test_classify_refuses_labels_outside_the_ten_classes(tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    _mnist_files(data, labels=np.array([0, 3, 12, 1]))
+    proc = run("invconv-classify", "--dataset", "mnist", "--data-dir", data, "--epochs", "1",
+               "--device", "cpu", "--out", tmp_path / "out")
+    assert proc.returncode == 1 and "training labels must be classes 0–9, found 0..12" in proc.stderr, proc.stderr
+
+
+def test_a_model_too_large_for_memory_names_its_width(tmp_path):
+    """--width 1000000 asks for a 4 TB weight: a traceback before."""
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--width", "1000000", "--out", tmp_path / "run")
+    assert proc.returncode == 1, proc.stderr
+    assert "the model does not fit in memory (width=1000000" in one_error_line(proc, "invconv-train")
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("best_test_bpd", None, "lacks 'best_test_bpd'"), ("rng", "x", "has a str as 'rng'"),
+    ("epoch", 1.5, "has a float as 'epoch'"), ("history", None, "lacks 'history'"),
+    ("optimizer", "adam", "has a str as 'optimizer'"), ("adam_shape", None, "optimizer or scheduler state does not fit")])
+def test_a_damaged_last_pt_is_named_on_resume(tmp_path, field, value, says):
+    """Before: KeyError/TypeError/IndexError tracebacks mid-resume."""
+    import torch
+
+    out = tmp_path / "run"
+    assert run("invconv-train", *TINY, "--epochs", "1", "--out", out).returncode == 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    if field == "adam_shape":
+        state = ck["optimizer"]["state"][0]
+        state["exp_avg"] = state["exp_avg"].reshape(-1)[:1].clone()
+    elif value is None:
+        del ck[field]
+    else:
+        ck[field] = value
+    torch.save(ck, out / "last.pt")
+    proc = run("invconv-train", *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert proc.returncode == 1, proc.stderr
+    line = one_error_line(proc, "invconv-train")
+    assert "last.pt: " in line and says in line, line
+
+
+def test_a_fifo_as_checkpoint_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "best.pt"
+    os.mkfifo(fifo)
+    proc = run("invconv-sample", "--checkpoint", fifo, "--out", tmp_path / "s.png", "--device", "cpu", timeout=60)
+    assert proc.returncode == 1 and "best.pt: not a regular file" in one_error_line(proc, "invconv-sample")
+
+
+@pytest.mark.parametrize("name, value", [("INVCONV_DISABLE_COMPILED", "true"), ("INVCONV_CPU_ISA", "avx512")])
+def test_unknown_switch_values_warn_once(name, value):
+    code = "import warnings; warnings.simplefilter('always'); import invconv_core, invconv_core.flows"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, name: value}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(f"{name}={value!r} is not one of") == 1, proc.stderr

@@ -26,6 +26,14 @@ _NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
 def load_checkpoint(path: str, device="cpu", required=_REQUIRED) -> dict:
     """The checkpoint dict at ``path``; FileNotFoundError or :class:`CheckpointError` naming
     the file and what is wrong (not a checkpoint, truncated, missing entries)."""
+    import os
+    import stat
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block torch.load forever
+            raise CheckpointError(f"{path}: not a regular file (a directory, FIFO or device); "
+                                  f"expected a checkpoint file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint not found") from None
     try:
         # numpy's array type: checkpoints of versions before 0.1.0's library tools stored the
         # numpy RNG state as an array (plain data; allowing it runs no code from the file)

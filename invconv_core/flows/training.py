@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .bpd import bits_per_dim, dequantize
 from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
 from .data import DATASET_INFO, DATASETS, ImageData, load_dataset
-from .errors import RunExistsError, TrainingDiverged
+from .errors import CheckpointError, RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
 from .models import MODELS, FlowConfig, build_flow
 from .timing import median_seconds
@@ -306,6 +306,26 @@ def _effective(train_config: dict) -> dict:
     return d
 
 
+def _check_resume_fields(ck: dict, path: str) -> None:
+    """CheckpointError naming ``path`` and the field when a ``last.pt`` that loads lacks or
+    mistypes what a resume reads (a KeyError, TypeError or IndexError mid-resume before)."""
+    number = (int, float)
+    expected = {"epoch": int, "step": int, "best_test_bpd": number, "optimizer": dict,
+                "scheduler": dict, "rng": (list, dict), "history": list}
+    for name, kind in expected.items():
+        value = ck.get(name)
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            what = "lacks" if name not in ck else f"has a {type(value).__name__} as"
+            raise CheckpointError(f"{path}: the checkpoint {what} '{name}' (not a checkpoint of a "
+                                  f"complete invconv-train epoch; resume cannot use it)")
+    if isinstance(ck["rng"], list) and not all(isinstance(r, dict) and "torch" in r for r in ck["rng"]):
+        raise CheckpointError(f"{path}: the checkpoint's 'rng' is not a list of random states")
+    if isinstance(ck["rng"], dict) and "torch" not in ck["rng"]:
+        raise CheckpointError(f"{path}: the checkpoint's 'rng' is not a random state")
+    if ck["epoch"] < 0 or ck["step"] < 0:
+        raise CheckpointError(f"{path}: the checkpoint's epoch/step are negative")
+
+
 def _check_resume_settings(cfg: TrainConfig) -> None:
     """A resumed run continues the saved one exactly or not at all: every setting it cannot
     honour (the optimiser's, the schedule's, the data's, the seed's) is refused, naming it."""
@@ -371,8 +391,20 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         train = ImageData(train.images[:cfg.max_train], train.labels[:cfg.max_train], train.n_bins)
     if cfg.max_test is not None:
         test = ImageData(test.images[:cfg.max_test], test.labels[:cfg.max_test], test.n_bins)
+    for split, data in (("training", train), ("test", test)):
+        if len(data.images) == 0:
+            raise ValueError(f"dataset {cfg.dataset!r}: the {split} set is empty")
+    if train.shape != test.shape:
+        raise ValueError(f"dataset {cfg.dataset!r}: training images are {train.shape} but test "
+                         f"images {test.shape}")
     config = cfg.flow_config(train.shape, train.n_bins)
-    model = build_flow(config).to(device)
+    try:
+        model = build_flow(config).to(device)
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if "alloc" not in str(err).lower() and not isinstance(err, MemoryError):
+            raise
+        raise ValueError(f"the model does not fit in memory (width={cfg.width}, steps={cfg.steps}, "
+                         f"levels={config.levels}): {str(err).strip().splitlines()[0][:160]}") from None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
@@ -402,9 +434,24 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         if ck["config"] != config.to_dict():
             raise ValueError(f"{last_path}: checkpoint config {ck['config']} differs from this run's "
                              f"{config.to_dict()}")
+        _check_resume_fields(ck, last_path)
         load_weights(model, ck, last_path)  # its config was just checked equal to this run's
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        try:
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            for group in opt.state.values():  # a wrong-shaped Adam state fails at the first step
+                for name, value in group.items():
+                    if name in ("exp_avg", "exp_avg_sq") and not isinstance(value, torch.Tensor):
+                        raise TypeError(f"optimizer state {name} is not a tensor")
+            for p in model.parameters():
+                state = opt.state.get(p, {})
+                for name in ("exp_avg", "exp_avg_sq"):
+                    if name in state and state[name].shape != p.shape:
+                        raise ValueError(f"optimizer state {name} has shape {tuple(state[name].shape)} "
+                                         f"for a parameter of shape {tuple(p.shape)}")
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"{last_path}: its optimizer or scheduler state does not fit this "
+                                  f"run ({type(err).__name__}: {str(err).strip()[:160]})") from None
         start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck["best_test_bpd"]
         history, train_seconds = list(ck.get("history", [])), ck.get("train_seconds", 0.0)
         if start_epoch > cfg.epochs:
