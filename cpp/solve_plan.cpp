@@ -1,5 +1,7 @@
 #include "solve_plan.h"
 
+#include <cctype>
+
 #include "plan_math.h"
 
 #include <ATen/Dispatch.h>
@@ -29,8 +31,9 @@ Order opposite(Order o) {
   return Order::TL;  // unreachable
 }
 
+// The four dtypes the solvers take (float8 is a floating type to ATen, but not one to solve in).
 static bool is_real_floating(at::ScalarType t) {
-  return at::isFloatingType(t) && !at::isComplexType(t);
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
 // A dtype as torch prints it (torch.float32), so the compiled core's messages read like the
@@ -41,7 +44,19 @@ static std::string torch_dtype(at::ScalarType t) {
     case at::kDouble: return "torch.float64";
     case at::kHalf: return "torch.float16";
     case at::kBFloat16: return "torch.bfloat16";
-    default: return std::string("torch.") + c10::toString(t);
+    case at::kLong: return "torch.int64";
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: {  // Float8_e4m3fn -> torch.float8_e4m3fn, ...
+      std::string name = c10::toString(t);
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      return "torch." + name;
+    }
   }
 }
 

@@ -82,6 +82,13 @@ def _check_floating(t: torch.Tensor, name: str) -> None:
 
 def check_operands(inp: torch.Tensor, weight: torch.Tensor, name: str) -> None:
     """The checks the compiled core makes (cpp/solve_plan.cpp), for the pure-PyTorch paths."""
+    for t, n in ((inp, name), (weight, "weight")):
+        if t.is_quantized:
+            raise TypeError(f"invconv_core: {n} must be a dense floating tensor, got a quantized "
+                            f"one ({t.dtype}); dequantize it first")
+        if t.layout != torch.strided:
+            raise TypeError(f"invconv_core: {n} must be a dense (strided) tensor, got layout "
+                            f"{t.layout}; call .to_dense() first")
     if inp.dim() != 4:
         raise ValueError(f"invconv_core: {name} must be a 4-D (N, C, H, W) tensor, got shape "
                          f"{list(inp.shape)}")

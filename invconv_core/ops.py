@@ -32,6 +32,7 @@ from . import _loader  # noqa: F401  (makes sure torch.ops.invconv_core.* exist)
 from ._geometry import (check_operands, check_order, check_weight_shape, current_tap,
                         pad_amounts, tap_mask)
 from . import _autocast  # noqa: F401  (the ops' autocast kernels)
+from . import _layouts  # noqa: F401  (sparse and quantized operands: TypeError)
 from . import _transforms
 from ._transforms import InvConv2dFunction, transforms_active
 

@@ -80,7 +80,11 @@ def main(argv=None) -> int:
     if args.json:
         payload = {"seed": seed, "cases": n, "deep": args.deep, "seconds": seconds, "backend": info,
                    "passed": not failed, "results": [r.to_dict() for r in results]}
-        atomic_write_json(payload, args.json)
+        try:
+            atomic_write_json(payload, args.json)
+        except OSError as err:  # a full disk, a vanished directory: one line, after the report
+            print(f"invconv-verify: error: {str(err).strip()}", file=sys.stderr)
+            return 1
     return 0 if not failed else 1
 
 

@@ -149,3 +149,24 @@ def test_check_refuses_a_subnormal_diagonal_and_a_non_finite_tap():
     ignored[0, 2, 1, 1] = float("nan")  # above the current tap's channel diagonal: never read
     ic.check_invertible(ignored)
     assert torch.isfinite(ic.inv_conv2d(y, ignored, check=True)).all()
+
+
+@pytest.mark.parametrize("kind", ["float8", "sparse", "sparse weight", "quantized"])
+@pytest.mark.parametrize("op", ["inv_conv2d", "causal_conv2d"])
+def test_float8_sparse_and_quantized_operands_are_type_errors(kind, op):
+    """Issue 22 item 10: a NotImplementedError from the dispatcher ('Could not run ... with
+    arguments from the SparseCPU backend'), make_plan's 'not implemented for Float8_e4m3fn' or a
+    RuntimeError deep in conv2d before; now a TypeError naming the argument, in both ops."""
+    w = torch.eye(2).view(2, 2, 1, 1)
+    y = torch.randn(1, 2, 3, 3)
+    name = "y" if op == "inv_conv2d" else "x"
+    a, b, says = {
+        "float8": (y.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn),
+                   f"{name} must have a real floating dtype .* got torch.float8_e4m3fn"),
+        "sparse": (y.to_sparse(), w, f"{name} must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"),
+        "sparse weight": (y, w.to_sparse(), "weight must be a dense \\(strided\\) tensor"),
+        "quantized": (torch.quantize_per_tensor(y, 0.1, 0, torch.qint8), w,
+                      f"{name} must be a dense floating tensor, got a quantized one"),
+    }[kind]
+    with pytest.raises(TypeError, match=says):
+        getattr(ic, op)(a, b)

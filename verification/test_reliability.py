@@ -478,3 +478,17 @@ def test_unknown_switch_values_warn_once(name, value):
                           env={**os.environ, name: value}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count(f"{name}={value!r} is not one of") == 1, proc.stderr
+
+
+def test_a_full_disk_names_the_file(tmp_path):
+    """Before: '[Errno 28] No space left on device' without the file. A mknod copy of /dev/full
+    (root only) stands for the full disk; invconv-verify writes its JSON through to it."""
+    import stat
+    if not _is_root():
+        pytest.skip("mknod needs root")
+    full = tmp_path / "full"
+    os.mknod(full, 0o666 | stat.S_IFCHR, os.stat("/dev/full").st_rdev)
+    proc = run("invconv-verify", "--seed", "3", "--cases", "1", "--json", full)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_error_line(proc, "invconv-verify")
+    assert f"cannot write {full}: No space left on device" in line, line

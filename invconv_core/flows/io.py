@@ -50,6 +50,16 @@ def _write_target(path: str) -> tuple[str, bool]:
 
 
 def _atomic_write(path: str, write) -> None:
+    try:
+        _write(path, write)
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        # a failed write (disk full, I/O error) carries no file name: name the one being written
+        raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from None
+
+
+def _write(path: str, write) -> None:
     target, through = _write_target(path)
     if through:
         with open(target, "wb") as f:
