@@ -492,3 +492,17 @@ def test_a_full_disk_names_the_file(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_error_line(proc, "invconv-verify")
     assert f"cannot write {full}: No space left on device" in line, line
+
+
+def test_a_checkpoint_whose_config_cannot_be_allocated_is_refused(tmp_path):
+    """A crafted checkpoint with width 1000000: a traceback from the allocator before."""
+    import torch
+
+    out = tmp_path / "run"
+    assert run("invconv-train", *TINY, "--epochs", "1", "--out", out).returncode == 0
+    ck = torch.load(out / "best.pt", weights_only=True)
+    ck["config"]["width"] = 1_000_000
+    torch.save(ck, tmp_path / "huge.pt")
+    proc = run("invconv-sample", "--checkpoint", tmp_path / "huge.pt", "--out", tmp_path / "s.png", "--device", "cpu")
+    assert proc.returncode == 1, proc.stderr
+    assert "huge.pt: the model does not fit in memory (width=1000000" in one_error_line(proc, "invconv-sample")

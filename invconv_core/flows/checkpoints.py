@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .models import FlowConfig, MultiScaleFlow, build_flow
+from .models import FlowConfig, MultiScaleFlow, allocate_flow
 
 __all__ = ["load_checkpoint", "load_flow", "load_weights", "rng_state", "set_rng_state"]
 
@@ -69,7 +69,11 @@ def flow_from_checkpoint(ck: dict, path: str) -> MultiScaleFlow:
         config = FlowConfig.from_dict(ck["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its model config is not valid ({err})") from None
-    return load_weights(build_flow(config), ck, path)
+    try:
+        model = allocate_flow(config)
+    except ValueError as err:  # a crafted or foreign config: a size this machine cannot hold
+        raise CheckpointError(f"{path}: {err}") from None
+    return load_weights(model, ck, path)
 
 
 def load_weights(model: MultiScaleFlow, ck: dict, path: str) -> MultiScaleFlow:

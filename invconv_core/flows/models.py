@@ -41,7 +41,7 @@ from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, 
                      LogitTransform, Squeeze, _ZeroConv)
 from .validate import require_int
 
-__all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "MODELS"]
+__all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "allocate_flow", "MODELS"]
 
 MODELS = ("inverse-flow", "glow", "emerging", "finc")
 _ORDERS = ("TL", "BR", "TR", "BL")
@@ -223,6 +223,19 @@ class MultiScaleFlow(nn.Module):
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """n images in [0, 1] (the latent→data pass)."""
         return self.decode(None, n, temperature).clamp(0, 1)
+
+
+def allocate_flow(config: FlowConfig) -> MultiScaleFlow:
+    """:func:`build_flow`, with a ValueError naming the size when its parameters cannot be
+    allocated (``width=1000000`` asks for a 4 TB weight) instead of the allocator's traceback."""
+    try:
+        return build_flow(config)
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(err, MemoryError) and "alloc" not in str(err).lower():
+            raise
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the model does not fit in memory (width={config.width}, "
+                         f"steps={config.steps}, levels={config.levels}): {first}") from None
 
 
 def build_flow(config: FlowConfig | None = None, **overrides) -> MultiScaleFlow:

@@ -48,7 +48,7 @@ from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
 from .data import DATASET_INFO, DATASETS, ImageData, load_dataset
 from .errors import CheckpointError, RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
-from .models import MODELS, FlowConfig, build_flow
+from .models import MODELS, FlowConfig, allocate_flow
 from .timing import median_seconds
 from .runlock import refuse_if_locked, run_lock
 from .validate import SEED_MAX, check_output_dir, require_device, require_float, require_int
@@ -398,13 +398,7 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         raise ValueError(f"dataset {cfg.dataset!r}: training images are {train.shape} but test "
                          f"images {test.shape}")
     config = cfg.flow_config(train.shape, train.n_bins)
-    try:
-        model = build_flow(config).to(device)
-    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
-        if "alloc" not in str(err).lower() and not isinstance(err, MemoryError):
-            raise
-        raise ValueError(f"the model does not fit in memory (width={cfg.width}, steps={cfg.steps}, "
-                         f"levels={config.levels}): {str(err).strip().splitlines()[0][:160]}") from None
+    model = allocate_flow(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
