@@ -64,7 +64,63 @@ def find_cuda_tool(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+    for root in (os.environ.get("CUDA_HOME"), find_cuda_home(), "/usr/local/cuda"):
         if root and os.access(os.path.join(root, "bin", name), os.X_OK):
             return os.path.join(root, "bin", name)
     return None
+
+
+def _is_toolkit(root: str) -> bool:
+    return os.path.isfile(os.path.join(root, "include", "cuda_runtime.h")) and \
+        os.path.isfile(os.path.join(root, "bin", "nvcc"))
+
+
+def _wrapped_nvcc(path: str) -> str | None:
+    """The nvcc a small wrapper script execs (``exec /usr/local/cuda-13.0/bin/nvcc "$@"``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None  # a binary: the real nvcc
+    import re
+    found = re.search(rb"(/[^\s\"']*/bin/nvcc)\b", head)
+    return found.group(1).decode() if found else None
+
+
+def find_cuda_home(environ=None, which=None, candidates=None) -> str | None:
+    """The CUDA toolkit to build with: ``CUDA_HOME`` (or ``CUDA_PATH``) when set; else the
+    toolkit of the ``nvcc`` on PATH -- through symlinks, and through a wrapper script that execs
+    another nvcc (torch's own guess, ``dirname(dirname(which nvcc))``, made ``/usr/local`` of
+    ``/usr/local/bin/nvcc`` and the link failed with ``cannot find -lcudart``); else the first
+    ``/usr/local/cuda*`` holding ``include/cuda_runtime.h`` and ``bin/nvcc``. None when there is
+    no toolkit."""
+    import glob
+    import shutil
+
+    environ = os.environ if environ is None else environ
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        if environ.get(name):
+            return environ[name]
+    nvcc = (which or shutil.which)("nvcc")
+    seen = set()
+    while nvcc and nvcc not in seen:
+        seen.add(nvcc)
+        real = os.path.realpath(nvcc)
+        root = os.path.dirname(os.path.dirname(real))
+        if _is_toolkit(root):
+            return root
+        nvcc = _wrapped_nvcc(real)
+    roots = candidates if candidates is not None else \
+        ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    return next((r for r in roots if _is_toolkit(r)), None)
+
+
+def ensure_cuda_home() -> str | None:
+    """Sets ``CUDA_HOME`` from :func:`find_cuda_home` when unset -- before
+    ``torch.utils.cpp_extension`` is imported, which reads it once -- and returns it."""
+    home = find_cuda_home()
+    if home and not os.environ.get("CUDA_HOME"):
+        os.environ["CUDA_HOME"] = home
+    return home

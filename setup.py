@@ -13,13 +13,17 @@ import glob
 import os
 import sys
 
-import torch
-from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import build_flags  # noqa: E402  (the flags, shared with the compile checks)
+
+# torch's cpp_extension reads CUDA_HOME once, at import, and guesses it from `which nvcc`,
+# wrongly when that nvcc is a wrapper script (/usr/local/bin/nvcc -> CUDA_HOME=/usr/local)
+build_flags.ensure_cuda_home()
+
+import torch  # noqa: E402
+from setuptools import setup  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def _want_cuda() -> bool:

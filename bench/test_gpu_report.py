@@ -126,3 +126,51 @@ def test_measurements_have_the_fields_the_report_reads(tmp_path):
                           "flows": {"ok": True, "tables": flows}}}
     gpu_report.write_report(results, str(tmp_path))
     assert "inv_conv2d fwd+bwd" in (tmp_path / "gpu-results.md").read_text()
+
+
+def _gpu_module():
+    import importlib
+    import sys as _sys
+    _sys.path.insert(0, os.path.dirname(GPU_PY))
+    return importlib.import_module("gpu")
+
+
+def test_quick_selects_the_lease_sized_stages_and_limits():
+    gpu = _gpu_module()
+    args = gpu.parse_args(["--quick", "--out", "x"])
+    assert args.stages == ["build", "verify", "bench"] and args.repeats == 10
+    limits = gpu.stage_limits(args)
+    assert limits == gpu.QUICK_LIMITS and sum(limits.values()) <= 8 * 60
+    assert gpu.stage_limits(gpu.parse_args(["--out", "x", "--stage-limit", "5", "--stages", "bench"])) == {"bench": 5}
+    assert gpu.stage_limits(gpu.parse_args(["--out", "x"])) == {s: None for s in gpu.STAGES}
+
+
+def test_a_stage_past_its_limit_is_stopped_and_the_report_keeps_the_others(tmp_path):
+    """The non-GPU part of the run: stages under SIGALRM limits, a subprocess given the time
+    left, the report written after every stage (synthetic stages: no GPU needed)."""
+    import time as _time
+
+    gpu = _gpu_module()
+    args = gpu.parse_args(["--out", str(tmp_path), "--stages", "build,verify,bench", "--stage-limit", "1"])
+
+    def fine(a):
+        return {"ok": True, "detail": "done"}
+
+    def sleeps(a):
+        _time.sleep(30)
+        return {"ok": True}
+
+    def child(a):  # a subprocess of a stage gets the time left, then TimeoutExpired
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=gpu._time_left(a))
+        return {"ok": True}
+
+    results = gpu_report.load_results(str(tmp_path))
+    t0 = _time.perf_counter()
+    status = gpu.run_stages(args, {"build": fine, "verify": sleeps, "bench": child}, results)
+    assert _time.perf_counter() - t0 < 10
+    assert status == 1
+    saved = json.load(open(tmp_path / gpu_report.RESULTS_JSON))
+    assert saved["stages"]["build"]["ok"] is True
+    for name in ("verify", "bench"):
+        assert saved["stages"][name]["ok"] is False and saved["stages"][name].get("timed_out") is True
+        assert "time limit of 1 s" in saved["stages"][name]["detail"]

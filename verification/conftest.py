@@ -8,6 +8,9 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("default", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 # Deeper search: `pytest verification/ --hypothesis-profile=deep` (or INVCONV_HYPOTHESIS=deep).
+# The GPU command's lease-sized run (bench/gpu.py --quick): a few examples per property.
+settings.register_profile("quick", max_examples=8, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("deep", max_examples=600, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("INVCONV_HYPOTHESIS", "default"))

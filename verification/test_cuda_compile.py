@@ -72,3 +72,32 @@ def test_compile_check_rejects_planted_defects(defect, tmp_path):
         assert res.returncode == 0, res.output
         expected = "spills" if defect == "spills" else "local memory"
         assert any(expected in p for p in problems(res.kernels)), problems(res.kernels)
+
+
+def test_cuda_home_is_found_through_a_wrapper_nvcc(tmp_path):
+    """Issue 20: torch guesses CUDA_HOME = dirname(dirname(which nvcc)); with /usr/local/bin/nvcc
+    a wrapper script (`exec /usr/local/cuda-13.0/bin/nvcc "$@"`) that is /usr/local and the link
+    failed (cannot find -lcudart). build_flags.find_cuda_home follows the wrapper."""
+    import build_flags
+
+    toolkit = tmp_path / "cuda-13.0"
+    (toolkit / "include").mkdir(parents=True)
+    (toolkit / "bin").mkdir()
+    (toolkit / "include" / "cuda_runtime.h").write_text("")
+    (toolkit / "bin" / "nvcc").write_bytes(b"\x7fELF")  # a binary: the real compiler
+    wrapper = tmp_path / "bin" / "nvcc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {toolkit}/bin/nvcc "$@"\n')
+    link = tmp_path / "link" / "bin" / "nvcc"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(toolkit / "bin" / "nvcc")
+    which = lambda path: lambda name: str(path)  # noqa: E731
+    assert build_flags.find_cuda_home({}, which(wrapper), []) == str(toolkit)
+    assert build_flags.find_cuda_home({}, which(link), []) == str(toolkit)
+    assert build_flags.find_cuda_home({"CUDA_HOME": "/opt/x"}, which(wrapper), []) == "/opt/x"
+    # no nvcc on PATH: the first /usr/local/cuda* that is a toolkit
+    assert build_flags.find_cuda_home({}, lambda name: None, [str(tmp_path / "none"), str(toolkit)]) == str(toolkit)
+    assert build_flags.find_cuda_home({}, lambda name: None, [str(tmp_path / "none")]) is None
+    # a wrapper that execs something else is not taken for a toolkit
+    wrapper.write_text("#!/bin/sh\nexec ccache gcc \"$@\"\n")
+    assert build_flags.find_cuda_home({}, which(wrapper), []) is None
