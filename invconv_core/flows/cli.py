@@ -44,10 +44,12 @@ _NONNEG = int_option(0)
 _DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Terminated(BaseException):
+class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP arrived (what batch schedulers and a closed terminal send): raised in the
     main thread like KeyboardInterrupt, so a checkpoint being written is abandoned atomically
-    (the previous one stays) and the tool exits with 128 + the signal's number."""
+    (the previous one stays) and the tool exits with 128 + the signal's number. A subclass of
+    KeyboardInterrupt so that code which stops quietly on Ctrl-C (DataLoader workers, which
+    inherit the handler and get the scheduler's signal too) stops quietly on these as well."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -58,6 +60,22 @@ def _terminate(signum, frame):
     raise Terminated(signum)
 
 
+_SIGNALS_ACTIVE = [False]
+
+
+def _ignore_in_child():
+    # A forked DataLoader worker inherits the handler; it must not raise (nor die) on the
+    # scheduler's signal: the main process stops it, and it exits when the main process does.
+    if _SIGNALS_ACTIVE[0]:
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ignore_in_child)
+
+
 @contextlib.contextmanager
 def _signals_as_exceptions():
     """SIGTERM and SIGHUP raise :class:`Terminated` for the duration (main thread only)."""
@@ -66,9 +84,27 @@ def _signals_as_exceptions():
         yield
         return
     previous = {s: signal.signal(s, _terminate) for s in wanted}
+    hook = sys.unraisablehook
+    pid = os.getpid()
+
+    def redeliver(unraisable):
+        # A signal handled while Python runs an at-fork hook (DataLoader workers are forked
+        # every epoch) raises inside the hook, where the exception is printed and dropped: the
+        # signal would be lost. A thread sends it again a moment later (not from here: handled
+        # here, it would be dropped here too), to be raised at a safe point of the main thread.
+        stop = unraisable.exc_value
+        if isinstance(stop, Terminated) and os.getpid() == pid:
+            threading.Timer(0.05, os.kill, (pid, stop.signum)).start()
+            return
+        hook(unraisable)
+
+    sys.unraisablehook = redeliver
+    _SIGNALS_ACTIVE[0] = True
     try:
         yield
     finally:
+        _SIGNALS_ACTIVE[0] = False
+        sys.unraisablehook = hook
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -82,13 +118,13 @@ def run_tool(prog: str, body) -> int:
         with _signals_as_exceptions():
             body()
         return 0
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Terminated as stop:
+    except Terminated as stop:  # before KeyboardInterrupt, its base class
         name = signal.Signals(stop.signum).name
         print(f"{prog}: interrupted by {name}", file=sys.stderr)
         return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except (FlowError, ValueError, OSError, ImportError) as err:
         message = str(err).strip().replace("\n", " ") or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
