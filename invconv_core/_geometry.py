@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["ORDERS", "OPPOSITE", "pad_amounts", "current_tap", "tap_mask", "masked_weight",
-           "check_order", "check_operands", "check_weight_shape"]
+           "check_order", "check_dense", "check_operands", "check_weight_shape"]
 
 ORDERS = ("TL", "TR", "BL", "BR")
 #: The order of the adjoint operator: T(w, o)^T is causal in the opposite corner.
@@ -80,15 +80,20 @@ def _check_floating(t: torch.Tensor, name: str) -> None:
                         f"bfloat16, float32, float64), got {t.dtype}")
 
 
+def check_dense(t: torch.Tensor, name: str) -> None:
+    """TypeError naming ``name`` for a quantized or non-strided (sparse) tensor."""
+    if t.is_quantized:
+        raise TypeError(f"invconv_core: {name} must be a dense floating tensor, got a quantized "
+                        f"one ({t.dtype}); dequantize it first")
+    if t.layout != torch.strided:
+        raise TypeError(f"invconv_core: {name} must be a dense (strided) tensor, got layout "
+                        f"{t.layout}; call .to_dense() first")
+
+
 def check_operands(inp: torch.Tensor, weight: torch.Tensor, name: str) -> None:
     """The checks the compiled core makes (cpp/solve_plan.cpp), for the pure-PyTorch paths."""
-    for t, n in ((inp, name), (weight, "weight")):
-        if t.is_quantized:
-            raise TypeError(f"invconv_core: {n} must be a dense floating tensor, got a quantized "
-                            f"one ({t.dtype}); dequantize it first")
-        if t.layout != torch.strided:
-            raise TypeError(f"invconv_core: {n} must be a dense (strided) tensor, got layout "
-                            f"{t.layout}; call .to_dense() first")
+    check_dense(inp, name)
+    check_dense(weight, "weight")
     if inp.dim() != 4:
         raise ValueError(f"invconv_core: {name} must be a 4-D (N, C, H, W) tensor, got shape "
                          f"{list(inp.shape)}")

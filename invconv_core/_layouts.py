@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ._geometry import check_dense
+
 __all__ = ["UNSUPPORTED_KEYS"]
 
 _lib = torch.library.Library("invconv_core", "IMPL")
@@ -19,12 +21,7 @@ UNSUPPORTED_KEYS = ("SparseCPU", "SparseCUDA", "SparseCsrCPU", "SparseCsrCUDA", 
 
 def _refuse(input_name: str, *tensors_and_names):
     for t, name in tensors_and_names:
-        if t.is_quantized:
-            raise TypeError(f"invconv_core: {name} must be a dense floating tensor, got a quantized "
-                            f"one ({t.dtype}); dequantize it first")
-        if t.layout != torch.strided:
-            raise TypeError(f"invconv_core: {name} must be a dense (strided) tensor, got layout "
-                            f"{t.layout}; call .to_dense() first")
+        check_dense(t, name)
     raise TypeError(f"invconv_core: {input_name} and weight must be dense floating tensors")
 
 
