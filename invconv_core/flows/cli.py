@@ -48,8 +48,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP arrived (what batch schedulers and a closed terminal send): raised in the
     main thread like KeyboardInterrupt, so a checkpoint being written is abandoned atomically
     (the previous one stays) and the tool exits with 128 + the signal's number. A subclass of
-    KeyboardInterrupt so that code which stops quietly on Ctrl-C (DataLoader workers, which
-    inherit the handler and get the scheduler's signal too) stops quietly on these as well."""
+    KeyboardInterrupt, so that code which cleans up on Ctrl-C cleans up on these too. Forked
+    DataLoader workers ignore both signals (the main process stops them)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
