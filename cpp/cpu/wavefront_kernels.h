@@ -47,13 +47,26 @@ constexpr int max_blocks(int NL) { return NL <= 2 ? 4 : NL == 3 ? 3 : 2; }
 // batch size, thread count, a crop of the image); the tests check it bit for bit. (Partial sums
 // would need the same split in groups of every size; the group's pixels supply the independent
 // chains instead.)
-template <typename acc_t, int V, int NB, int NL>
+//
+// MASKED (the right-hand side's diagonal band, only for groups holding inf/NaN): lane
+// (nb, v) takes the product of row k only if lane0 + nb*V + v >= k -- M is lower-triangular,
+// and a lane above the diagonal would add 0 * y_p[k], which is NaN when y_p[k] is not finite
+// (it must stay out of the channels that do not depend on it). A lane that takes a product
+// takes it as the unmasked loop does (acc + w*s, the same contraction), so which of the two
+// serves a (channel, k) pair -- that depends on the chunking -- changes no bit.
+template <typename acc_t, int V, int NB, int NL, bool MASKED = false>
 __attribute__((always_inline)) inline void segment(typename Lanes<acc_t, V>::type (&acc)[NL][NB],
                                                    const acc_t* const (&src)[NL],
                                                    const acc_t* __restrict w, int64_t n,
-                                                   int64_t C) {
+                                                   int64_t C, int64_t lane0 = 0) {
   using L = Lanes<acc_t, V>;
   using vec = typename L::type;
+  using index_t = typename std::conditional<sizeof(acc_t) == 4, int32_t, int64_t>::type;
+  using ivec = typename Lanes<index_t, V>::type;
+  ivec lane[NB];
+  if constexpr (MASKED)
+    for (int nb = 0; nb < NB; ++nb)
+      for (int v = 0; v < V; ++v) lane[nb][v] = static_cast<index_t>(lane0 + nb * V + v);
 #pragma GCC unroll 2
   for (int64_t k = 0; k < n; ++k) {
     vec wk[NB];
@@ -63,40 +76,13 @@ __attribute__((always_inline)) inline void segment(typename Lanes<acc_t, V>::typ
     for (int l = 0; l < NL; ++l) {
       const vec s = L::splat(src[l][k]);
 #pragma GCC unroll 8
-      for (int nb = 0; nb < NB; ++nb) acc[l][nb] += wk[nb] * s;
-    }
-  }
-}
-
-// The right-hand side's partial segment: input channels k in [k0, k1) against output lanes
-// c0 + nb*V + v, of which only those with c >= k take the product -- M is lower-triangular, and
-// a lane above the diagonal would add 0 * y_p[k], which is NaN when y_p[k] is not finite (it
-// must stay out of the channels that do not depend on it). Each lane that takes a product takes
-// it as `segment` does (acc + w*s, the same contraction), so which of the two segments serves a
-// (channel, k) pair -- that depends on the chunking -- changes no bit.
-template <typename acc_t, int V, int NB, int NL>
-__attribute__((always_inline)) inline void triangular_segment(
-    typename Lanes<acc_t, V>::type (&acc)[NL][NB], const acc_t* const (&src)[NL],
-    const acc_t* __restrict w, int64_t k0, int64_t k1, int64_t C, int64_t c0) {
-  using L = Lanes<acc_t, V>;
-  using vec = typename L::type;
-  using index_t = typename std::conditional<sizeof(acc_t) == 4, int32_t, int64_t>::type;
-  using ivec = typename Lanes<index_t, V>::type;
-  ivec channel[NB];
-  for (int nb = 0; nb < NB; ++nb)
-    for (int v = 0; v < V; ++v) channel[nb][v] = static_cast<index_t>(c0 + nb * V + v);
-  for (int64_t k = k0; k < k1; ++k) {
-    const ivec kk = Lanes<index_t, V>::splat(static_cast<index_t>(k));
-    vec wk[NB];
-#pragma GCC unroll 8
-    for (int nb = 0; nb < NB; ++nb) wk[nb] = L::load(w + k * C + nb * V);
-#pragma GCC unroll 8
-    for (int l = 0; l < NL; ++l) {
-      const vec s = L::splat(src[l][k]);
-#pragma GCC unroll 8
       for (int nb = 0; nb < NB; ++nb) {
-        const vec sum = acc[l][nb] + wk[nb] * s;
-        acc[l][nb] = channel[nb] >= kk ? sum : acc[l][nb];
+        if constexpr (MASKED) {
+          const vec sum = acc[l][nb] + wk[nb] * s;
+          acc[l][nb] = lane[nb] >= Lanes<index_t, V>::splat(static_cast<index_t>(k)) ? sum : acc[l][nb];
+        } else {
+          acc[l][nb] += wk[nb] * s;
+        }
       }
     }
   }
@@ -141,7 +127,10 @@ __attribute__((always_inline)) inline void group_block(const Geometry& g, Packed
     // 0 * inf or 0 * NaN would not be 0: lanes above the diagonal must not take them
     const int64_t every_lane = std::min<int64_t>(c0 + 1, C);  // k <= c0: every lane's c >= k
     segment<acc_t, V, NB, NL>(acc, src, w.neg_mt + c0, every_lane, C);
-    triangular_segment<acc_t, V, NB, NL>(acc, src, w.neg_mt + c0, every_lane, c_end, C, c0);
+    const acc_t* band[NL];  // rows k >= every_lane: lane c takes row k iff c >= k
+    for (int l = 0; l < NL; ++l) band[l] = src[l] + every_lane;
+    segment<acc_t, V, NB, NL, true>(acc, band, w.neg_mt + c0 + every_lane * C, c_end - every_lane, C,
+                                    c0 - every_lane);
   }
   const int64_t skip = reach.b0 * C;  // values of each kernel row that read only padding
   for (int64_t a = reach.a0; a < g.kh; ++a) {

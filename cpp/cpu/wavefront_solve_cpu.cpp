@@ -28,14 +28,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
-#include <type_traits>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "../solve_plan.h"

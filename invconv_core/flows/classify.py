@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import load_dataset
+from .data import load_dataset, require_usable_splits
 from .errors import RunExistsError
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files
 from .layers import InvConv2d
@@ -127,15 +127,11 @@ def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     train, test = load_dataset(cfg.dataset, "train", cfg.data_dir), load_dataset(cfg.dataset, "test", cfg.data_dir)
+    require_usable_splits(cfg.dataset, train, test)
     for split, data in (("training", train), ("test", test)):
-        if len(data.images) == 0:
-            raise ValueError(f"dataset {cfg.dataset!r}: the {split} set is empty")
         if bool(((data.labels < 0) | (data.labels > 9)).any()):
             raise ValueError(f"dataset {cfg.dataset!r}: {split} labels must be classes 0–9, found "
                              f"{int(data.labels.min())}..{int(data.labels.max())}")
-    if train.shape != test.shape:
-        raise ValueError(f"dataset {cfg.dataset!r}: training images are {train.shape} but test "
-                         f"images {test.shape}")
     scale = float(train.n_bins - 1)
     xtr, ytr = (train.images / scale).to(device), train.labels.to(device)
     xte, yte = (test.images / scale).to(device), test.labels.to(device)

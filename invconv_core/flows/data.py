@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "PHOTOS_SPLIT", "load_dataset"]
+__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "PHOTOS_SPLIT", "load_dataset",
+           "require_usable_splits"]
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,18 @@ def _imagenet(data_dir: str, split: str, size: int) -> ImageData:
         ys.append(np.asarray(labels, dtype=np.int64) - 1)
     return ImageData(torch.tensor(np.concatenate(xs), dtype=torch.float32),
                      torch.tensor(np.concatenate(ys)), n_bins=256)
+
+
+def require_usable_splits(name: str, train: ImageData, test: ImageData) -> None:
+    """ValueError naming the dataset when a split is empty or the two splits' images differ in
+    shape (a training run or classifier could not use them: before, a bare traceback,
+    "diverged" or ``num_samples=0``)."""
+    for split, data in (("training", train), ("test", test)):
+        if len(data.images) == 0:
+            raise ValueError(f"dataset {name!r}: the {split} set is empty")
+    if train.shape != test.shape:
+        raise ValueError(f"dataset {name!r}: training images are {train.shape} but test images "
+                         f"{test.shape}")
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | None = None) -> ImageData:

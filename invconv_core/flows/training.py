@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .bpd import bits_per_dim, dequantize
 from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
-from .data import DATASET_INFO, DATASETS, ImageData, load_dataset
+from .data import DATASET_INFO, DATASETS, ImageData, load_dataset, require_usable_splits
 from .errors import CheckpointError, RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
 from .models import MODELS, FlowConfig, allocate_flow
@@ -272,10 +272,6 @@ def evaluate_bpd(model, data: ImageData, batch_size: int = 100, seed: int = 1234
     return _evaluate(model, loader, data.n_bins, device, _SingleProcess(), seed)
 
 
-def _device_arg(device):
-    return None if device is None else require_device(device)
-
-
 def _prepare_run_dir(cfg: TrainConfig) -> None:
     """Everything about ``out`` that can fail is checked here, before any data is loaded (and
     under the run directory's lock)."""
@@ -326,20 +322,24 @@ def _check_resume_fields(ck: dict, path: str) -> None:
         raise CheckpointError(f"{path}: the checkpoint's epoch/step are negative")
 
 
-def _check_resume_settings(cfg: TrainConfig) -> None:
-    """A resumed run continues the saved one exactly or not at all: every setting it cannot
-    honour (the optimiser's, the schedule's, the data's, the seed's) is refused, naming it."""
+def _load_resume_checkpoint(cfg: TrainConfig) -> dict:
+    """``last.pt`` of the run, read once (on the CPU: the optimiser moves its state to the
+    parameters' device, and the RNG states must stay CPU tensors). A resumed run continues the
+    saved one exactly or not at all: every setting it cannot honour (the optimiser's, the
+    schedule's, the data's, the seed's) is refused, naming it."""
     path = os.path.join(cfg.out, "last.pt")
-    ck = load_checkpoint(path, "cpu")
+    ck = load_checkpoint(path, "cpu", required=("config", "model", "optimizer", "scheduler", "rng",
+                                                "epoch", "step"))
     saved = ck.get("train_config")
     if not isinstance(saved, dict):
-        return  # a checkpoint of a version before 0.2.1: only its model config is checked
+        return ck  # a checkpoint of a version before 0.2.1: only its model config is checked
     ours, theirs = _effective(dataclasses.asdict(cfg)), _effective(saved)
     changed = [f"{k} (--{k.replace('_', '-')}) {theirs.get(k)!r} → {ours[k]!r}"
                for k in ours if k not in RESUME_MAY_CHANGE and theirs.get(k) != ours[k]]
     if changed:
         raise ValueError(f"{path}: a resumed run cannot change {', '.join(changed)}; resume with "
                          f"the run's settings, or start a new run (--overwrite or another --out)")
+    return ck
 
 
 def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
@@ -351,7 +351,7 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     process is writing to it (:mod:`.runlock`), OSError for an unusable one. During training, :class:`TrainingDiverged` when the loss or the
     test bits/dim stops being finite (``last.pt`` and ``best.pt`` of the last good epoch are kept).
     """
-    device = _device_arg(cfg.device)
+    device = cfg.device  # checked by TrainConfig
     _, rank, _ = dist_environment()
     _dist_timeout()  # a bad INVCONV_DIST_TIMEOUT fails now, not when the group forms
     check_output_dir(cfg.out, "run directory (out)")
@@ -361,16 +361,16 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     # one writer per run directory: rank 0 is the only process of a run that writes
     with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():
         _prepare_run_dir(cfg)  # again: another writer may have changed it meanwhile
-        if cfg.resume:
-            _check_resume_settings(cfg)
+        resumed = _load_resume_checkpoint(cfg) if cfg.resume else None
         ctx = _Dist(device)
         try:
-            return _fit(cfg, ctx, log)
+            return _fit(cfg, ctx, log, resumed)
         finally:
             ctx.close()
 
 
-def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
+def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | None:
+    """The run itself; ``ck``: the checkpoint to resume from (None: a new run)."""
     from tqdm.auto import tqdm
 
     device = ctx.device
@@ -391,12 +391,7 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
         train = ImageData(train.images[:cfg.max_train], train.labels[:cfg.max_train], train.n_bins)
     if cfg.max_test is not None:
         test = ImageData(test.images[:cfg.max_test], test.labels[:cfg.max_test], test.n_bins)
-    for split, data in (("training", train), ("test", test)):
-        if len(data.images) == 0:
-            raise ValueError(f"dataset {cfg.dataset!r}: the {split} set is empty")
-    if train.shape != test.shape:
-        raise ValueError(f"dataset {cfg.dataset!r}: training images are {train.shape} but test "
-                         f"images {test.shape}")
+    require_usable_splits(cfg.dataset, train, test)
     config = cfg.flow_config(train.shape, train.n_bins)
     model = allocate_flow(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -422,9 +417,7 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log) -> TrainResult | None:
 
     last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
     start_epoch, step, best, history, train_seconds = 0, 0, math.inf, [], 0.0
-    if cfg.resume:
-        ck = load_checkpoint(last_path, device, required=("config", "model", "optimizer",
-                                                          "scheduler", "rng", "epoch", "step"))
+    if ck is not None:
         if ck["config"] != config.to_dict():
             raise ValueError(f"{last_path}: checkpoint config {ck['config']} differs from this run's "
                              f"{config.to_dict()}")
