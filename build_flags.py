@@ -57,6 +57,17 @@ def nvcc_check_command(source: str, output: str, archs: list[str], include_dirs:
     return cmd
 
 
+def nvcc_cubin_command(source: str, output: str, arch: str, include_dirs: list[str],
+                       defines: list[str] = (), std: str = "c++20") -> list[str]:
+    """nvcc command compiling one .cu to a cubin for one architecture (e.g. "sm_90"), for the
+    SASS profile (verification/sass_profile.py): the flags of :func:`nvcc_check_command`, with
+    ``-cubin`` instead of an object, and extra ``-D`` defines (the planted counter-examples)."""
+    cmd = nvcc_check_command(source, output, [arch], include_dirs, std)
+    cmd[cmd.index("-c")] = "-cubin"
+    cmd[cmd.index("-Werror"):cmd.index("-Werror") + 2] = []  # a planted variant may warn
+    return cmd + [f"-D{d}" for d in defines]
+
+
 def find_cuda_tool(name: str) -> str | None:
     """A CUDA toolkit program (nvcc, compute-sanitizer): on PATH, else in $CUDA_HOME/bin or
     /usr/local/cuda/bin; None if absent."""

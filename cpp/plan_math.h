@@ -84,22 +84,57 @@ INVCONV_HOST_DEVICE inline void lower_inverse_column(const scalar_t* w, const Pl
   }
 }
 
-// Output channel c of tap (a, b): taps[a][b][c2][c] = sum_{m <= c} linv[c][m] v(m, c2, a, b) for
-// every c2 (0 for the current tap, which the solvers never read).
+// Entry (c2, c) of tap (a, b) of the folded taps, (L^{-1} v_{a,b})[c][c2] =
+// sum_{m <= c} linv[c][m] v(m, c2, a, b) (0 for the current tap, which the solvers never read).
+template <typename scalar_t>
+INVCONV_HOST_DEVICE inline double fold_tap_entry(const scalar_t* w, const PlanParams& g,
+                                                 const double* linv, std::int64_t a,
+                                                 std::int64_t b, std::int64_t c, std::int64_t c2) {
+  if (a == g.kh - 1 && b == g.kw - 1) return 0.0;
+  const double* l = linv + c * g.C;
+  double s = 0.0;
+  for (std::int64_t m = 0; m <= c; ++m) s += l[m] * canonical_weight(w, g, m, c2, a, b);
+  return s;
+}
+
+// Output channel c of tap (a, b), the CPU plan's layout: taps[a][b][c2][c] for every c2.
 template <typename scalar_t, typename acc_t>
 INVCONV_HOST_DEVICE inline void fold_tap_column(const scalar_t* w, const PlanParams& g,
                                                 const double* linv, std::int64_t a, std::int64_t b,
                                                 std::int64_t c, acc_t* taps) {
   const std::int64_t C = g.C;
-  const bool current = a == g.kh - 1 && b == g.kw - 1;
-  const double* l = linv + c * C;
   acc_t* t = taps + (a * g.kw + b) * C * C + c;
-  for (std::int64_t c2 = 0; c2 < C; ++c2) {
-    double s = 0.0;
-    if (!current)
-      for (std::int64_t m = 0; m <= c; ++m) s += l[m] * canonical_weight(w, g, m, c2, a, b);
-    t[c2 * C] = static_cast<acc_t>(s);
-  }
+  for (std::int64_t c2 = 0; c2 < C; ++c2)
+    t[c2 * C] = static_cast<acc_t>(fold_tap_entry(w, g, linv, a, b, c, c2));
+}
+
+// The CUDA solve kernel's layout of the taps and M ("packed"): block t = a * kw + b holds tap
+// (a, b), block kh * kw holds M, and entry (c2, c) of a block -- the weight of input channel c2 in
+// output channel c, (L^{-1} v_{a,b})[c][c2] or M[c][c2] -- is at
+//     ((t * G + c / K) * C + c2) * K + c % K,      K = kChannelsPerThread, G = ceil(C / K),
+// zero for the padding channels C <= c < G * K. A thread of the kernel solves the K channels of
+// one group of a pixel: their K weights of one input channel are one vector load, and those of
+// consecutive input channels are consecutive vectors (offsets known at compile time).
+constexpr int kChannelsPerThread = 4;
+
+INVCONV_HOST_DEVICE inline std::int64_t channel_groups(std::int64_t C) {
+  return (C + kChannelsPerThread - 1) / kChannelsPerThread;
+}
+
+INVCONV_HOST_DEVICE inline std::int64_t packed_size(std::int64_t C, std::int64_t kh, std::int64_t kw) {
+  return (kh * kw + 1) * channel_groups(C) * C * kChannelsPerThread;
+}
+
+// Packed entry e (0 <= e < packed_size): the folded tap, M's entry, or a padding zero.
+template <typename scalar_t>
+INVCONV_HOST_DEVICE inline double packed_entry(const scalar_t* w, const PlanParams& g,
+                                               const double* linv, std::int64_t e) {
+  const std::int64_t C = g.C, K = kChannelsPerThread, G = channel_groups(C);
+  const std::int64_t lane = e % K, c2 = (e / K) % C, group = (e / (K * C)) % G;
+  const std::int64_t t = e / (K * C * G), c = group * K + lane;
+  if (c >= C) return 0.0;
+  if (t == g.kh * g.kw) return c2 <= c ? linv[c * C + c2] : 0.0;  // M, lower-triangular
+  return fold_tap_entry(w, g, linv, t / g.kw, t % g.kw, c, c2);
 }
 
 // Row c of M: rhs[c][c2] = linv[c][c2], lower-triangular in the canonical channel order (the

@@ -21,12 +21,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Launch limits that send the kernel down each of its paths: fewer threads than (pixel, channel)
 # pairs on a diagonal, one block solving every image in turn, taps and image in global memory,
 # taps in shared memory but the image in global memory.
+# The 64-bit-index kernel (taken on a GPU only when an offset needs it) on small problems too,
+# with the taps in shared memory or not; and an sm_90's opted-in 227 KiB of shared memory.
 LAUNCHES = {
     "default": {},
     "32-threads": {"threads": 32},
     "one-block": {"max_blocks": 1},
     "no-shared": {"shared_limit": 0},
     "taps-only-shared": {"shared_limit": 4000},
+    "opted-in-shared": {"shared_limit": 227 * 1024},
+    "wide-index": {"wide_index": True},
+    "wide-index-no-shared": {"wide_index": True, "shared_limit": 0},
 }
 
 
@@ -102,13 +107,55 @@ def test_emulated_kernel_many_images_per_block():
 
 
 def test_emulated_launch_refused_where_cuda_would_refuse_it():
-    """Like a GPU, the emulation refuses more than 48 KiB of dynamic shared memory (without an
-    opt-in): here the taps of C = 48, 3×3 in float32 (92 KB), allowed by a raised limit."""
-    w, y = operands(48, 3, 3, "TL", (1, 48, 3, 3), torch.float32)
-    with pytest.raises(ValueError, match="48 KiB"):
+    """Like a GPU, the emulation refuses an opt-in beyond the device's 227 KiB of dynamic shared
+    memory (here a limit raised past it: the taps of C = 48, 3×3, float64, 184 KB, and a 12×12
+    image, 55 KB) and more threads than a block has. (A launch above 48 KiB without an opt-in
+    is refused too: the self-test of the race-check driver.)"""
+    w, y = operands(48, 3, 3, "TL", (1, 48, 12, 12), torch.float64)
+    with pytest.raises(ValueError, match="227 KiB"):
         emulated_inv_conv2d(y, w, "TL", shared_limit=1 << 20)
     with pytest.raises(ValueError, match="threads must be in"):
         emulated_inv_conv2d(y, w, "TL", threads=2048)
+
+
+def _launch(B, C, H, W, k, acc_size, limit, wide=False):
+    from invconv_core import _simt
+    return _simt.launch_config(B, C, H, W, k, k, acc_size, limit, wide)
+
+
+@pytest.mark.parametrize("shape, where", [
+    # issue 20's shapes: the 55 KB image of 12 x 32 x 32 (float32) and the 92 KB of C = 48 taps
+    ((2, 12, 32, 32), "image"), ((2, 48, 8, 8), "taps")])
+def test_opted_in_shared_memory_keeps_the_issue_shapes_on_chip(shape, where):
+    """Both sides of the 48 KiB default: below it the image (or the taps) lives in global
+    memory, with the device's opt-in it is on chip -- for float32 and float64 values. The
+    float64 solve (twice the bytes: the same sides of the limit) agrees with the compiled CPU
+    core (dense-verified itself; a dense solve of 12,288 unknowns would take minutes) either
+    way."""
+    B, C, H, W = shape
+    key = "image_in_shared" if where == "image" else "taps_in_shared"
+    for acc_size in (4, 8):
+        below, above = _launch(B, C, H, W, 3, acc_size, 48 * 1024), _launch(B, C, H, W, 3, acc_size, 227 * 1024)
+        assert not below[key] and above[key] and above["image_in_shared"]
+        assert above["shared_bytes"] > 48 * 1024 >= below["shared_bytes"]
+    w, y = operands(C, 3, 3, "TL", (1, C, H, W), torch.float64, seed=C)
+    expected = to_np(ic.inv_conv2d(y, w, "TL"))
+    for limit in (48 * 1024, 227 * 1024):
+        assert rel_err(to_np(emulated_inv_conv2d(y, w, "TL", shared_limit=limit)), expected) <= 1e-12
+
+
+def test_the_64bit_index_path_is_taken_only_when_asked_or_needed():
+    small = _launch(100, 12, 16, 16, 3, 4, 227 * 1024)
+    assert not small["wide_index"] and small["image_in_shared"]
+    wide = _launch(100, 12, 16, 16, 3, 4, 227 * 1024, True)
+    assert wide["wide_index"] and not wide["image_in_shared"] and wide["taps_in_shared"]
+    from invconv_core._simt import fits_32bit_index
+    lim = 2**31 - 1
+    assert fits_32bit_index(lim - 1, lim - 1, 1, 1, 1, 1, 1, 1)
+    assert not fits_32bit_index(lim, 0, 1, 1, 1, 1, 1, 1)      # y's offsets
+    assert not fits_32bit_index(0, lim, 1, 1, 1, 1, 1, 1)      # out's
+    assert not fits_32bit_index(0, 0, 2**16, 4, 128, 64, 3, 3)  # the scratch images: 2^31 values
+    assert fits_32bit_index(0, 0, 2**16 - 1, 4, 128, 64, 3, 3)
 
 
 # --- ThreadSanitizer -------------------------------------------------------------------------

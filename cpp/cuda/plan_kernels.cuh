@@ -6,8 +6,9 @@
 //
 //  * lower_inverse_kernel: one thread per column j of L^{-1}, forward substitution down it
 //    (a thread reads only what it wrote itself: no barrier);
-//  * fold_taps_kernel: one thread per (tap row a, tap column b, output channel c), C dot
-//    products of length c + 1 (L^{-1} is lower triangular).
+//  * fold_taps_kernel: one thread per entry of the packed taps and M (plan_math.h's layout for
+//    the solve kernel), a dot product of length <= C each: the fold is spread over its
+//    (kh kw + 1) G K C output entries, no thread runs a C x C chain.
 #pragma once
 
 #include <cstdint>
@@ -26,32 +27,30 @@ __global__ void lower_inverse_kernel(const scalar_t* w, const PlanParams g, doub
     lower_inverse_column(w, g, j, linv);
 }
 
-// taps = L^{-1} W_{a,b} and rhs (plan_math.h): one thread per (a, b, output channel c).
+// The packed taps and M (plan_math.h: packed_entry): one thread per entry.
 template <typename scalar_t, typename acc_t>
 __global__ void fold_taps_kernel(const scalar_t* w, const PlanParams g, const double* linv,
-                                 acc_t* taps, acc_t* rhs) {
-  for (std::int64_t a = blockIdx.z; a < g.kh; a += gridDim.z)
-    for (std::int64_t b = blockIdx.y; b < g.kw; b += gridDim.y)
-      for (std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-           c < g.C; c += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
-      {
-        fold_tap_column(w, g, linv, a, b, c, taps);
-        if (a == 0 && b == 0) rhs_row(g, linv, c, rhs);
-      }
+                                 acc_t* packed, std::int64_t n) {
+  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
+    packed[e] = static_cast<acc_t>(packed_entry(w, g, linv, e));
 }
 
-// Launch shapes: blocks of up to 128 threads over the channels; fold_taps_kernel adds grid
-// dimensions over the tap columns (y) and rows (z), capped at CUDA's 65535 (the kernels loop).
+// Launch shapes: lower_inverse_kernel, blocks of up to 128 threads over the channels;
+// fold_taps_kernel, blocks of 256 over the packed entries; grids capped at CUDA's 65535 (the
+// kernels loop).
 struct PlanLaunch {
-  unsigned channel_blocks, threads, tap_cols, tap_rows;
+  unsigned channel_blocks, threads, fold_blocks, fold_threads;
+  std::int64_t packed_entries;
 };
 
 inline PlanLaunch plan_launch(std::int64_t C, std::int64_t kh, std::int64_t kw) {
   PlanLaunch l{};
   l.threads = static_cast<unsigned>(imin(128, (C + 31) / 32 * 32));
   l.channel_blocks = static_cast<unsigned>(imin(65535, (C + l.threads - 1) / l.threads));
-  l.tap_cols = static_cast<unsigned>(imin(65535, kw));
-  l.tap_rows = static_cast<unsigned>(imin(65535, kh));
+  l.packed_entries = packed_size(C, kh, kw);
+  l.fold_threads = 256;
+  l.fold_blocks = static_cast<unsigned>(imax(1, imin(65535, (l.packed_entries + 255) / 256)));
   return l;
 }
 

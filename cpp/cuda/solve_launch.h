@@ -33,10 +33,12 @@ inline cuda_kernels::View4 canonical_view(const at::Tensor& t, const SolvePlan& 
 
 // The plan of one solve on the weight's device: geometry, and empty tensors for its numbers,
 // which lower_inverse_kernel then fold_taps_kernel fill (launched by the caller, in that order,
-// on the stream of the solve).
+// on the stream of the solve): L^{-1}, then the taps and M in the solve kernel's packed layout
+// (plan_math.h).
 struct DevicePlan {
   SolvePlan plan;
-  at::Tensor linv;  // (C, C) float64 workspace: L^{-1}
+  at::Tensor linv;    // (C, C) float64 workspace: L^{-1}
+  at::Tensor packed;  // packed_size(C, kh, kw) values of the accumulation dtype
   cuda_kernels::PlanParams params;
   cuda_kernels::PlanLaunch launch;
 };
@@ -47,8 +49,7 @@ inline DevicePlan prepare_plan(const at::Tensor& weight, Order order, bool trans
   const int64_t C = weight.size(0), KH = weight.size(2), KW = weight.size(3);
   d.plan = plan_geometry(C, KH, KW, order, transpose, height, width);
   const auto opts = weight.options().memory_format(at::MemoryFormat::Contiguous);
-  d.plan.taps = at::empty({d.plan.kh, d.plan.kw, C, C}, opts.dtype(acc_dtype));
-  d.plan.rhs_transform = at::empty({C, C}, opts.dtype(acc_dtype));
+  d.packed = at::empty({cuda_kernels::packed_size(C, d.plan.kh, d.plan.kw)}, opts.dtype(acc_dtype));
   d.linv = at::empty({C, C}, opts.dtype(at::kDouble));
   d.params = cuda_kernels::PlanParams{
       cuda_kernels::View4{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
@@ -67,64 +68,59 @@ struct PreparedSolve {
 };
 
 // y: the right-hand side (any strides); out: a contiguous tensor of y's shape, dtype and
-// device (not empty). `shared_limit`, `max_threads`, `max_blocks`: the launch limits.
+// device (not empty); packed: the plan's packed taps. `shared_limit` (the device's dynamic
+// shared memory with its opt-in), `max_threads`, `max_blocks`: the launch limits;
+// `force_wide_index`: the 64-bit path even where 32 bits suffice (tests).
 template <typename scalar_t, typename acc_t>
 PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePlan& plan,
-                                             at::Tensor& out, std::size_t shared_limit,
-                                             int max_threads, int64_t max_blocks) {
+                                             const at::Tensor& packed, at::Tensor& out,
+                                             std::size_t shared_limit, int max_threads,
+                                             int64_t max_blocks, bool force_wide_index) {
   PreparedSolve<scalar_t, acc_t> s;
   const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
-  s.config = cuda_kernels::launch_config(B, C, H, W, plan.kh, plan.kw, sizeof(acc_t),
-                                         shared_limit, max_threads, max_blocks);
   auto& p = s.params;
   int64_t off = 0;
   p.ys = canonical_view(y, plan, plan.reverse_channels, &off);  // canonical channels: M is lower-triangular
   p.y = y.const_data_ptr<scalar_t>() + off;
   p.os = canonical_view(out, plan, plan.reverse_channels, &off);
   p.out = out.mutable_data_ptr<scalar_t>() + off;
-  p.taps = plan.taps.const_data_ptr<acc_t>();
-  p.rhs = plan.rhs_transform.const_data_ptr<acc_t>();
+  p.packed = packed.const_data_ptr<acc_t>();
   p.B = B; p.C = C; p.H = H; p.W = W; p.kh = plan.kh; p.kw = plan.kw;
-  p.taps_in_shared = s.config.taps_in_shared;
-  p.image_in_shared = s.config.image_in_shared;
+  const bool wide = force_wide_index ||
+      !cuda_kernels::fits_32bit_index(cuda_kernels::view_extent(p.ys, B, C, H, W),
+                                      cuda_kernels::view_extent(p.os, B, C, H, W), B, C, H, W,
+                                      plan.kh, plan.kw);
+  s.config = cuda_kernels::launch_config(B, C, H, W, plan.kh, plan.kw, sizeof(acc_t),
+                                         shared_limit, max_threads, max_blocks, wide);
   p.scratch = nullptr;
-  p.ss = cuda_kernels::View4{0, 0, 0, 0};
   if (!s.config.image_in_shared) {
-    if (std::is_same<scalar_t, acc_t>::value) {
-      // the output itself holds the solved values
-      p.scratch = reinterpret_cast<acc_t*>(p.out);
-      p.ss = p.os;
-    } else {
-      // half types: the solved values stay in acc_t (float32), canonical channels-last
-      s.scratch = at::empty({B, H, W, C}, y.options().dtype(plan.taps.scalar_type()));
-      p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
-      p.ss = cuda_kernels::View4{H * W * C, 1, W * C, C};
-    }
+    // the solved values in acc_t, canonical channels-last
+    s.scratch = at::empty({B, H, W, C}, y.options().dtype(packed.scalar_type()));
+    p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
   }
   return s;
 }
 
 // One solve: the plan's two kernels, then the solve kernel, each run by
 // launch(kernel, grid, block, shared_bytes, args...) -- `<<<...>>>` on the current stream in the
-// CUDA glue, invconv_simt::launch in the emulation -- so both run the same launches in the
-// same order. `shared_limit`, `max_threads`, `max_blocks`: the solve's launch limits.
+// CUDA glue, invconv_simt::launch in the emulation (both opt in to more than 48 KiB of shared
+// memory when a launch asks for it) -- so both run the same launches in the same order.
 template <typename scalar_t, typename Launch>
 void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool transpose,
                at::Tensor& out, std::size_t shared_limit, int max_threads, int64_t max_blocks,
-               Launch&& launch) {
+               bool force_wide_index, Launch&& launch) {
   using acc_t = kernel_acc_t<scalar_t>;
   DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
                               std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
   launch(&cuda_kernels::lower_inverse_kernel<scalar_t>, dim3(d.launch.channel_blocks),
          dim3(d.launch.threads), std::size_t{0}, w, d.params, d.linv.mutable_data_ptr<double>());
-  launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>,
-         dim3(d.launch.channel_blocks, d.launch.tap_cols, d.launch.tap_rows),
-         dim3(d.launch.threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
-         d.plan.taps.mutable_data_ptr<acc_t>(), d.plan.rhs_transform.mutable_data_ptr<acc_t>());
-  PreparedSolve<scalar_t, acc_t> s =
-      prepare_solve<scalar_t, acc_t>(y, d.plan, out, shared_limit, max_threads, max_blocks);
-  launch(&cuda_kernels::wavefront_solve_kernel<scalar_t, acc_t>,
+  launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>, dim3(d.launch.fold_blocks),
+         dim3(d.launch.fold_threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
+         d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries);
+  PreparedSolve<scalar_t, acc_t> s = prepare_solve<scalar_t, acc_t>(
+      y, d.plan, d.packed, out, shared_limit, max_threads, max_blocks, force_wide_index);
+  launch(cuda_kernels::solve_kernel<scalar_t, acc_t>(s.config),
          dim3(static_cast<unsigned>(s.config.blocks)), dim3(static_cast<unsigned>(s.config.threads)),
          s.config.shared_bytes, s.params);
 }

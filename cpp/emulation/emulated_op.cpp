@@ -3,13 +3,16 @@
 // operator
 //
 //   torch.ops.invconv_simt.inv_conv2d(y, weight, order="TL", transpose=False,
-//                                     threads=0, max_blocks=0, shared_limit=-1)
+//                                     threads=0, max_blocks=0, shared_limit=-1,
+//                                     wide_index=False)
 //
 // on CPU tensors. Operand checks and the launches (cuda/solve_launch.h: run_solve) are those of
-// the CUDA glue; only how a kernel is launched differs. threads / max_blocks /
-// shared_limit override the launch limits (0 / 0 / -1: the CUDA build's), so tests reach the
-// code paths a GPU takes for larger problems: several images per block, more (pixel, channel)
-// pairs than threads, taps or image outside shared memory.
+// the CUDA glue; only how a kernel is launched differs. threads / max_blocks / shared_limit
+// override the launch limits (0 / 0 / -1: 1024 threads, 65535 blocks, 48 KiB -- a device's
+// shared memory with its opt-in is larger: the glue asks it), so tests reach the code paths a
+// GPU takes for larger problems: several images per block, more (pixel, channel group) pairs
+// than threads, taps or image outside shared memory, more than 48 KiB opted in to;
+// wide_index=True takes the 64-bit-index kernel where 32 bits would do.
 // Slow (a std::thread per CUDA thread): meant for small verification cases.
 
 #include "simt_emulation.h"  // first: the kernel header builds on it
@@ -28,7 +31,7 @@ namespace {
 
 at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
                                c10::string_view order, bool transpose, int64_t threads,
-                               int64_t max_blocks, int64_t shared_limit) {
+                               int64_t max_blocks, int64_t shared_limit, bool wide_index) {
   check_operands(y, weight, "y");
   TORCH_CHECK_VALUE(y.device().is_cpu(), "invconv_simt: the emulation runs on CPU tensors, got y on ",
                     y.device());
@@ -44,10 +47,12 @@ at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
   const int n_threads = threads == 0 ? cuda_kernels::kMaxThreads : static_cast<int>(threads);
   const int64_t n_blocks = max_blocks == 0 ? cuda_kernels::kMaxBlocks : max_blocks;
   auto launch = [](auto kernel, dim3 grid, dim3 block, std::size_t shared, const auto&... args) {
+    if (shared > cuda_kernels::kDefaultSharedLimit)  // the opt-in, as the CUDA glue does
+      invconv_simt::func_set_max_dynamic_shared(kernel, shared);
     invconv_simt::launch(kernel, grid, block, shared, args...);
   };
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_emulated", [&] {
-    run_solve<scalar_t>(y, weight, o, transpose, out, limit, n_threads, n_blocks, launch);
+    run_solve<scalar_t>(y, weight, o, transpose, out, limit, n_threads, n_blocks, wide_index, launch);
   });
   return out;
 }
@@ -57,7 +62,7 @@ at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
 
 TORCH_LIBRARY(invconv_simt, m) {
   m.def("inv_conv2d(Tensor y, Tensor weight, str order=\"TL\", bool transpose=False, "
-        "int threads=0, int max_blocks=0, int shared_limit=-1) -> Tensor");
+        "int threads=0, int max_blocks=0, int shared_limit=-1, bool wide_index=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(invconv_simt, CPU, m) { m.impl("inv_conv2d", &invconv_core::inv_conv2d_emulated); }
@@ -65,4 +70,23 @@ TORCH_LIBRARY_IMPL(invconv_simt, CPU, m) { m.impl("inv_conv2d", &invconv_core::i
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "invconv_core's CUDA kernel under the CPU SIMT emulation (test-only operator "
             "torch.ops.invconv_simt.inv_conv2d)";
+  // The launch the CUDA glue and the emulation choose for a problem (cuda_kernels::launch_config),
+  // for tests of the paths: which buffers are in shared memory, how much of it, which index.
+  m.def("launch_config", [](int64_t B, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                            int64_t acc_size, int64_t shared_limit, bool wide_index) {
+    namespace ck = invconv_core::cuda_kernels;
+    const ck::LaunchConfig c = ck::launch_config(B, C, H, W, kh, kw, static_cast<std::size_t>(acc_size),
+                                                 static_cast<std::size_t>(shared_limit),
+                                                 ck::kMaxThreads, ck::kMaxBlocks, wide_index);
+    pybind11::dict d;
+    d["blocks"] = c.blocks;
+    d["threads"] = c.threads;
+    d["shared_bytes"] = c.shared_bytes;
+    d["taps_in_shared"] = c.taps_in_shared;
+    d["image_in_shared"] = c.image_in_shared;
+    d["wide_index"] = c.wide_index;
+    return d;
+  }, "the solve kernel's launch for (B, C, H, W), a kh x kw kernel, acc_size-byte values");
+  m.def("fits_32bit_index", &invconv_core::cuda_kernels::fits_32bit_index,
+        "whether the 32-bit-index kernel serves (the views' extents, the sizes)");
 }

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "../cuda/wavefront_kernel.cuh"
@@ -34,7 +35,21 @@ struct Case {
   int threads;
   std::int64_t max_blocks;
   std::size_t shared_limit;
+  bool wide_index;
 };
+
+// The taps [kh][kw][C'][C] and M [C][C'] in the kernel's packed layout (plan_math.h).
+static std::vector<double> pack(const Case& k, const std::vector<double>& taps,
+                                const std::vector<double>& m) {
+  const std::int64_t C = k.C, K = ck::kChannelsPerThread, G = ck::channel_groups(C);
+  std::vector<double> packed(ck::packed_size(C, k.kh, k.kw), 0.0);
+  for (std::int64_t t = 0; t <= k.kh * k.kw; ++t)
+    for (std::int64_t c2 = 0; c2 < C; ++c2)
+      for (std::int64_t c = 0; c < C; ++c)
+        packed[((t * G + c / K) * C + c2) * K + c % K] =
+            t < k.kh * k.kw ? taps[(t * C + c2) * C + c] : (c2 <= c ? m[c * C + c2] : 0.0);
+  return packed;
+}
 
 // x_p = M y_p - sum_{t != current} taps_t x_{p-t}, raster order, in double.
 static std::vector<double> sequential(const Case& k, const std::vector<double>& y,
@@ -74,6 +89,19 @@ int main(int argc, char** argv) {
     std::printf("emulation self-test failed: unwritten shared memory did not read as NaN\n");
     return 2;
   }
+  // ... and, like CUDA, refuse more than 48 KiB of dynamic shared memory until the kernel opts in
+  bool refused = false;
+  try {
+    invconv_simt::launch(&read_unwritten_shared, dim3(1), dim3(2), 64 * 1024, probe.data());
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  invconv_simt::func_set_max_dynamic_shared(&read_unwritten_shared, 64 * 1024);
+  invconv_simt::launch(&read_unwritten_shared, dim3(1), dim3(2), 64 * 1024, probe.data());
+  if (!refused) {
+    std::printf("emulation self-test failed: 64 KiB of shared memory without an opt-in\n");
+    return 2;
+  }
 
   std::mt19937 rng(seed);
   auto uniform = [&](std::int64_t lo, std::int64_t hi) {
@@ -81,9 +109,12 @@ int main(int argc, char** argv) {
   };
   std::normal_distribution<double> normal(0.0, 1.0);
   const int thread_choices[] = {32, 64, 256};
+  // no shared memory, the default 48 KiB, what an sm_90 opts in to, taps only (tiny)
+  const std::size_t shared_choices[] = {0, ck::kDefaultSharedLimit, 227 * 1024, 1500};
   for (int n = 0; n < n_cases; ++n) {
-    Case k{uniform(1, 3), uniform(1, 6), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
-           thread_choices[uniform(0, 2)], uniform(1, 3), uniform(0, 1) ? ck::kDefaultSharedLimit : 0};
+    Case k{uniform(1, 3), uniform(1, 9), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
+           thread_choices[uniform(0, 2)], uniform(1, 3), shared_choices[uniform(0, 3)],
+           uniform(0, 3) == 0};
     const std::int64_t C = k.C, numel = k.B * C * k.H * k.W;
     std::vector<double> y(numel), taps(k.kh * k.kw * C * C), m(C * C), out(numel, NAN);
     for (double& v : y) v = normal(rng);
@@ -92,18 +123,21 @@ int main(int argc, char** argv) {
       for (std::int64_t c2 = 0; c2 < C; ++c2) m[c * C + c2] = c == c2 ? 1.0 + 0.1 * normal(rng) : 0.0;
 
     const ck::LaunchConfig cfg = ck::launch_config(k.B, C, k.H, k.W, k.kh, k.kw, sizeof(double),
-                                                   k.shared_limit, k.threads, k.max_blocks);
+                                                   k.shared_limit, k.threads, k.max_blocks,
+                                                   k.wide_index);
+    const std::vector<double> packed = pack(k, taps, m);
+    std::vector<double> scratch(numel, NAN);
     ck::SolveParams<double, double> p{};
     const ck::View4 nchw{C * k.H * k.W, k.H * k.W, k.W, 1};
     p.y = y.data(); p.ys = nchw;
     p.out = out.data(); p.os = nchw;
-    p.taps = taps.data(); p.rhs = m.data();
-    p.scratch = out.data(); p.ss = nchw;
+    p.packed = packed.data();
+    p.scratch = scratch.data();
     p.B = k.B; p.C = C; p.H = k.H; p.W = k.W; p.kh = k.kh; p.kw = k.kw;
-    p.taps_in_shared = cfg.taps_in_shared;
-    p.image_in_shared = cfg.image_in_shared;
-    invconv_simt::launch(&ck::wavefront_solve_kernel<double, double>,
-                         dim3(static_cast<unsigned>(cfg.blocks)), dim3(cfg.threads),
+    const auto kernel = ck::solve_kernel<double, double>(cfg);
+    if (cfg.shared_bytes > ck::kDefaultSharedLimit)
+      invconv_simt::func_set_max_dynamic_shared(kernel, cfg.shared_bytes);
+    invconv_simt::launch(kernel, dim3(static_cast<unsigned>(cfg.blocks)), dim3(cfg.threads),
                          cfg.shared_bytes, p);
 
     const std::vector<double> ref = sequential(k, y, taps, m);
@@ -114,9 +148,9 @@ int main(int argc, char** argv) {
     }
     if (!(std::sqrt(num) <= 1e-12 * std::sqrt(den))) {
       std::printf("case %d disagrees: B=%ld C=%ld H=%ld W=%ld kh=%ld kw=%ld threads=%d blocks=%ld "
-                  "shared=%zu rel.err=%g\n", n, long(k.B), long(C), long(k.H), long(k.W),
+                  "shared=%zu wide=%d rel.err=%g\n", n, long(k.B), long(C), long(k.H), long(k.W),
                   long(k.kh), long(k.kw), cfg.threads, long(cfg.blocks), cfg.shared_bytes,
-                  std::sqrt(num / den));
+                  int(cfg.wide_index), std::sqrt(num / den));
       return 1;
     }
   }

@@ -9,8 +9,9 @@
 //  * blocks run one after another, a legal CUDA schedule (blocks may not wait on each other);
 //  * dynamic shared memory is one buffer per block, filled with 0xFF bytes before the block
 //    starts: a NaN in float and double, so reading a slot nobody wrote shows up in the result;
-//  * a launch CUDA would reject (too many threads, too much shared memory without an opt-in,
-//    an empty grid) throws.
+//  * a launch CUDA would reject (too many threads, more than 48 KiB of dynamic shared memory
+//    without the kernel's opt-in -- func_set_max_dynamic_shared, cudaFuncSetAttribute's
+//    counterpart, itself refused above kMaxDynamicSharedOptin --, an empty grid) throws.
 // The threads really run concurrently, so a missing barrier gives wrong results, and a build
 // with -fsanitize=thread reports it as a data race (verification/test_cuda_emulation.py).
 // Requires C++20 (std::barrier).
@@ -22,6 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -45,9 +48,31 @@ namespace invconv_simt {
 inline thread_local std::barrier<>* block_barrier = nullptr;
 inline thread_local unsigned char* block_shared = nullptr;
 
-// CUDA's limits for one block: threads, and dynamic shared memory without an opt-in.
+// CUDA's limits for one block: threads, and dynamic shared memory without an opt-in, and the
+// most a kernel may opt in to (sm_90's 227 KiB).
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr std::size_t kMaxDynamicShared = 48 * 1024;
+constexpr std::size_t kMaxDynamicSharedOptin = 227 * 1024;
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)
+inline std::mutex opt_in_mutex;
+inline std::map<const void*, std::size_t> opt_in_bytes;
+
+template <typename... Params>
+void func_set_max_dynamic_shared(void (*kernel)(Params...), std::size_t bytes) {
+  if (bytes > kMaxDynamicSharedOptin)
+    throw std::invalid_argument("simt: opt-in to " + std::to_string(bytes) +
+                                " bytes of dynamic shared memory (the device allows 227 KiB)");
+  const std::lock_guard<std::mutex> lock(opt_in_mutex);
+  opt_in_bytes[reinterpret_cast<const void*>(kernel)] = bytes;
+}
+
+template <typename... Params>
+std::size_t max_dynamic_shared(void (*kernel)(Params...)) {
+  const std::lock_guard<std::mutex> lock(opt_in_mutex);
+  const auto it = opt_in_bytes.find(reinterpret_cast<const void*>(kernel));
+  return it == opt_in_bytes.end() || it->second < kMaxDynamicShared ? kMaxDynamicShared : it->second;
+}
 
 // Runs kernel<<<grid, block, shared_bytes>>>(args...) and returns when every block is done.
 template <typename... Params, typename... Args>
@@ -60,9 +85,10 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared
   if (n_threads > kMaxThreadsPerBlock)
     throw std::invalid_argument("simt launch: " + std::to_string(n_threads) +
                                 " threads per block (CUDA allows at most 1024)");
-  if (shared_bytes > kMaxDynamicShared)
+  if (shared_bytes > max_dynamic_shared(kernel))
     throw std::invalid_argument("simt launch: " + std::to_string(shared_bytes) +
-                                " bytes of dynamic shared memory (48 KiB without an opt-in)");
+                                " bytes of dynamic shared memory (48 KiB without an opt-in, "
+                                "here " + std::to_string(max_dynamic_shared(kernel)) + ")");
   // +16: a zero-byte request still gets a valid, aligned pointer
   std::vector<unsigned char> shared(shared_bytes + 16);
   for (unsigned bz = 0; bz < grid.z; ++bz)

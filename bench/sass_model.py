@@ -1,0 +1,272 @@
+"""A static model of the CUDA solve on an H100, from the kernel's machine code (SASS) -- a
+**model, not a measurement**: no GPU ran anything here. It turns the SASS profile
+(verification/sass_profile.py: the instructions each loop level of the solve kernel issues)
+into estimated times at issue 20's four shapes, for the kernel of any git revision, so a change
+to the kernel is judged before a GPU is at hand.
+
+    python bench/sass_model.py [--before REV] [--json FILE] [--markdown]
+
+What it assumes (MACHINE below holds the numbers):
+
+* One block per image on its own SM (the four shapes have B <= 132 SMs: one wave); the threads
+  and the shared/global placement are the kernel's own launch_config (mirrored here for the
+  kernel before issue 20, which had 48 KiB, one channel per thread and no opt-in).
+* Per anti-diagonal: each thread solves ceil(pairs / threads) (pixel, channel group) pairs in
+  turn. A diagonal takes max(issue, latency) + a barrier:
+    - issue: the instructions of one pair (the SASS loop levels: the hot loop's own code once,
+      the taps' row loop kh times, the column loop and the dot loop once per neighbour -- with
+      the dot loops' trip counts for C input channels -- and, in the old kernel, the M y loops
+      over (C + 1) / 2 channels), times the warps each scheduler holds, one instruction per
+      cycle per scheduler; a float64 FMA issues in 2 cycles (64 FP64 lanes per SM);
+    - latency: one pair's dependent chain: per dot-loop iteration one load latency (no
+      prefetch across iterations) plus the FMAs that accumulate into one channel, one after
+      another; the old kernel's chain starts with the loads of y and M y, the new kernel's load
+      of z overlaps the sum (x = z - sum).
+  The instruction counts come as a [fewest, most] range over each loop's forward paths
+  (branches not taken / all taken): the model gives a range, not a number.
+* Every pixel counted with all its kh * kw - 1 neighbours (edge pixels have fewer: an
+  overestimate of at most (kh - 1) / H).
+* The new kernel's two image passes (z = M y before the wavefront, the output after it) and the
+  staging of the taps: each thread's items one after another, a DRAM latency per item of pass 1
+  (its loads in flight together), and no faster than the SM's share of DRAM bandwidth.
+* The plan kernels: L^{-1} (one thread per column: C^2 / 2 dependent float64 FMAs) and the fold
+  (old: C (c + 1) dependent FMAs in one thread; new: C), plus LAUNCH_US per kernel launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "verification"))
+
+MACHINE = {
+    "name": "H100 SXM (model)",
+    "sms": 132,
+    "schedulers": 4,            # per SM, one warp instruction per cycle each
+    "clock_ghz": 1.98,
+    "fma32_latency": 4,         # cycles, dependent FFMA
+    "fma64_latency": 8,         # cycles, dependent DFMA
+    "fma64_issue": 2,           # cycles a warp's DFMA occupies its scheduler
+    "lds_latency": 30,          # shared-memory load
+    "generic_latency": 34,      # generic load that resolves to shared memory
+    "l1_latency": 40,           # global load hitting L1 (the taps: read-only, reused by every pixel)
+    "l2_latency": 260,          # global load hitting L2 (an image written by the block)
+    "dram_latency": 600,        # global load from DRAM (y, read once)
+    "barrier": 24,              # __syncthreads() once every warp has arrived
+    "dram_gb_s": 3350.0,        # shared by the SMs that stream at once
+    "launch_us": 2.0,           # per kernel launch, back to back on one stream
+    "optin_shared": 227 * 1024,
+    "default_shared": 48 * 1024,
+}
+
+# issue 20's shapes: (B, C, H, W), k = 3 (8 causal neighbours), float32
+SHAPES = [(100, 12, 16, 16), (100, 12, 32, 32), (100, 48, 8, 8), (1, 4, 256, 256)]
+# cuDNN conv2d on an H100 at the first three (the CUDA issue's measurements; bench/RESULTS.md §4)
+CONV2D_US = {(100, 12, 16, 16): 54.0, (100, 12, 32, 32): 79.0, (100, 48, 8, 8): 67.0}
+K_SIZE = 3
+
+
+@dataclass
+class Launch:
+    threads: int
+    groups: int              # channel groups per pixel (channels per thread = C / groups)
+    taps_in_shared: bool
+    image_in_shared: bool
+
+
+def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4) -> Launch:
+    """cuda_kernels::launch_config (wavefront_kernel.cuh) of the kernel since issue 20
+    (bench/test_sass_model.py checks it against the compiled one)."""
+    G = -(-C // cpt)
+    widest = min(H, W) * G
+    threads = max(1, min(-(-widest // 32) * 32, 1024))
+    taps = (kh * kw + 1) * G * C * cpt * acc_size
+    image = H * W * C * acc_size
+    t_sh = taps <= shared_limit
+    used = taps if t_sh else 0
+    return Launch(threads, G, t_sh, used + image <= shared_limit)
+
+
+def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
+    """The launch of the kernel before issue 20: one channel per thread, taps [kh kw + 1][C][C]."""
+    widest = min(H, W) * C
+    threads = max(1, min(-(-widest // 32) * 32, 1024))
+    taps = (kh * kw + 1) * C * C * acc_size
+    image = H * W * C * acc_size
+    t_sh = taps <= shared_limit
+    used = taps if t_sh else 0
+    return Launch(threads, C, t_sh, used + image <= shared_limit)
+
+
+def _dot(loops: list[dict], channels: int) -> tuple[int, list[int]]:
+    """(instructions, channels per iteration of each iteration run) of the dot loops for
+    `channels` input channels: the widest loop first, the rest to the narrower ones (the
+    compiler's unrolled loop and its remainder loops); what none covers is straight-line code
+    counted in the enclosing loop's path."""
+    instr, iters, rest = 0, [], channels
+    for lp in loops:
+        n = rest // lp["channels"]
+        instr += n * lp["instructions"]
+        iters += [lp["channels"]] * n
+        rest -= n * lp["channels"]
+    if rest:
+        iters.append(rest)
+    return instr, iters
+
+
+def pick(profiles: list[dict], acc: str, launch: Launch, new: bool) -> dict:
+    prefix = f"wavefront_solve_kernel<{acc}, {acc}"
+    for p in profiles:
+        if not p["short"].startswith(prefix):
+            continue
+        if not new:
+            return p
+        if p["short"].startswith(f"{prefix}, {str(launch.taps_in_shared).lower()}, "
+                                 f"{str(launch.image_in_shared).lower()}, int>"):
+            return p
+    raise LookupError(f"no solve kernel {prefix} for {launch}")
+
+
+def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int = 4,
+                m: dict = MACHINE) -> dict:
+    """Estimated time of one solve at `shape`: {"low_us", "high_us", "per_diagonal_us", ...}."""
+    B, C, H, W = shape
+    kh = kw = K_SIZE
+    nb = kh * kw - 1
+    cpt = profile.get("channels_per_thread", 1)
+    fma_lat = m["fma64_latency"] if acc_size == 8 else m["fma32_latency"]
+    dot_instr, dot_iters = _dot(profile["dot_loops"], C)
+    rhs_instr, rhs_iters = _dot(profile.get("rhs_loops", []), (C + 1) // 2)
+    fma_extra = 0
+    if acc_size == 8:  # DFMA occupies its scheduler twice as long
+        fma_extra = (m["fma64_issue"] - 1) * (nb * C * cpt + (0 if new else (C + 1) // 2))
+    per_pair = []
+    for k in (0, 1):
+        per_pair.append(profile["pair_path"][k] + kh * profile["row_path"][k] +
+                        nb * (profile["neighbour_path"][k] + dot_instr) + rhs_instr + fma_extra)
+    # the load each dot iteration waits for
+    if new:
+        lat_x = m["lds_latency"] if launch.image_in_shared else m["l2_latency"]
+        lat_t = m["lds_latency"] if launch.taps_in_shared else m["l1_latency"]
+        first = m["lds_latency"] if launch.image_in_shared else m["l2_latency"]  # z
+    else:
+        lat_x = m["generic_latency"] if launch.image_in_shared else m["l2_latency"]
+        lat_t = m["generic_latency"] if launch.taps_in_shared else m["l1_latency"]
+        first = m["dram_latency"] + sum(it * fma_lat for it in rhs_iters) + \
+            (((C + 1) // 2) % 4) * fma_lat  # y, then M y
+    lat_load = max(lat_x, lat_t)
+    # per iteration: the load, then the FMAs into one accumulator (it channels of c2 in a row);
+    # the new kernel reads z last (x = z - sum): its load overlaps the sum
+    taps_chain = nb * sum(lat_load + it * fma_lat for it in dot_iters)
+    chain = max(first, taps_chain) + fma_lat if new else first + taps_chain
+    sched = m["schedulers"]
+    cycles = [0.0, 0.0]
+    diag_cycles = []
+    for d in range(H + W - 1):
+        pixels = min(H - 1, d) - max(0, d - (W - 1)) + 1
+        pairs = pixels * launch.groups
+        rounds = -(-pairs // launch.threads)
+        warps = -(-min(pairs, launch.threads) // 32)
+        per_sched = -(-warps // sched)
+        lat = rounds * chain
+        for k in (0, 1):
+            cycles[k] += max(rounds * per_sched * per_pair[k], lat) + m["barrier"]
+        diag_cycles.append(max(rounds * per_sched * per_pair[1], lat) + m["barrier"])
+    # image passes and staging (new), staging (old)
+    active = min(B, m["sms"])
+    bw_cycles_per_byte = m["clock_ghz"] * 1e9 / (m["dram_gb_s"] * 1e9 / active)
+    taps_values = (kh * kw + 1) * launch.groups * C * (cpt if new else 1)
+    stage = (m["l2_latency"] + taps_values / launch.threads * 4) if launch.taps_in_shared else 0
+    passes = 0.0
+    if new:
+        items = H * W * launch.groups
+        rounds1 = -(-items // launch.threads)
+        pass1 = max(rounds1 * (m["dram_latency"] + min(C, cpt) * fma_lat),
+                    H * W * C * 4 * bw_cycles_per_byte)
+        pass3 = max(-(-H * W * C // launch.threads) * 12 / 1.0, H * W * C * 4 * bw_cycles_per_byte)
+        passes = pass1 + pass3 + 2 * m["barrier"]
+    image_cycles = [c + stage + passes for c in cycles]
+    waves = -(-B // m["sms"])
+    # plan kernels: L^{-1} (a column's C^2 / 2 chain), the fold, each launch
+    plan_cycles = (C * C / 2) * m["fma64_latency"] + m["l2_latency"]
+    plan_cycles += (C * C if not new else C) * m["fma64_latency"] + m["l2_latency"]
+    us = lambda c: c / (m["clock_ghz"] * 1e3)  # noqa: E731
+    plan_us = us(plan_cycles) + 3 * m["launch_us"]
+    low, high = (waves * us(image_cycles[k]) + plan_us for k in (0, 1))
+    return {"shape": list(shape), "threads": launch.threads, "groups": launch.groups,
+            "taps_in_shared": launch.taps_in_shared, "image_in_shared": launch.image_in_shared,
+            "instr_per_pair": per_pair, "instr_per_pixel_channel": [p * launch.groups / C for p in per_pair],
+            "chain_cycles_per_pair": chain, "plan_us": plan_us, "passes_us": us(passes + stage),
+            "low_us": low, "high_us": high,
+            "per_diagonal_us": us(sum(diag_cycles) / len(diag_cycles))}
+
+
+def model(profiles_before: list[dict], profiles_after: list[dict], acc: str = "float") -> list[dict]:
+    acc_size = 8 if acc == "double" else 4
+    rows = []
+    for shape in SHAPES:
+        B, C, H, W = shape
+        lo = launch_old(B, C, H, W, K_SIZE, K_SIZE, acc_size)
+        ln = launch_new(B, C, H, W, K_SIZE, K_SIZE, acc_size, MACHINE["optin_shared"])
+        before = model_solve(pick(profiles_before, acc, lo, False), shape, lo, False, acc_size)
+        after = model_solve(pick(profiles_after, acc, ln, True), shape, ln, True, acc_size)
+        rows.append({"shape": shape, "before": before, "after": after,
+                     "conv2d_us": CONV2D_US.get(shape)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| shape (B, C, H=W) | before: modelled solve | after: modelled solve | after / cuDNN conv2d | "
+           "after: per anti-diagonal | instructions per (pixel, channel): before → after |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        B, C, H, _ = r["shape"]
+        ratio = f"{a['low_us'] / r['conv2d_us']:.1f}–{a['high_us'] / r['conv2d_us']:.1f}×" \
+            if r["conv2d_us"] else "—"
+        out.append(
+            f"| {B}, {C}, {H} | {b['low_us']:.0f}–{b['high_us']:.0f} µs | {a['low_us']:.0f}–{a['high_us']:.0f} µs "
+            f"| {ratio} | {a['per_diagonal_us']:.2f} µs (before {b['per_diagonal_us']:.2f}) "
+            f"| {b['instr_per_pixel_channel'][0]:.0f}–{b['instr_per_pixel_channel'][1]:.0f} → "
+            f"{a['instr_per_pixel_channel'][0]:.0f}–{a['instr_per_pixel_channel'][1]:.0f} |")
+    return "\n".join(out)
+
+
+def _profiles(rev: str | None) -> list[dict]:
+    import tempfile
+    from dataclasses import asdict
+
+    import sass_profile as sp
+    if rev is None:
+        return [asdict(p) for p in sp.profile(arch="sm_90")]
+    with tempfile.TemporaryDirectory(prefix="sass-rev-") as tmp:
+        sp.source_tree(rev, tmp)
+        src = os.path.join(tmp, "cpp", "cuda", "inv_conv2d_cuda.cu")
+        return [asdict(p) for p in sp.profile(src, arch="sm_90")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="static model of the CUDA solve (a model, not a measurement)")
+    ap.add_argument("--before", default="b78180e",
+                    help="git revision of the 'before' kernel (default: the kernel before issue 20)")
+    ap.add_argument("--acc", default="float", choices=["float", "double"])
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args(argv)
+    rows = model(_profiles(args.before), _profiles(None), args.acc)
+    print(f"MODEL (not a measurement): {MACHINE['name']}, {args.acc}, k = {K_SIZE}; "
+          f"before = {args.before}, after = this checkout")
+    print(markdown(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": MACHINE, "acc": args.acc, "before": args.before, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
