@@ -77,7 +77,15 @@ class Launch:
     threads: int
     groups: int              # channel groups per pixel (channels per thread = C / groups)
     taps_in_shared: bool
-    image_in_shared: bool
+    image: str               # "shared", "ring" (of the last kh + kw - 1 diagonals) or "global"
+
+    @property
+    def image_in_shared(self) -> bool:
+        return self.image == "shared"
+
+    @property
+    def image_code(self) -> int:  # the kernel's template argument
+        return {"global": 0, "shared": 1, "ring": 2}[self.image]
 
 
 def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4) -> Launch:
@@ -88,9 +96,12 @@ def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4) -> Launch:
     threads = max(1, min(-(-widest // 32) * 32, 1024))
     taps = (kh * kw + 1) * G * C * cpt * acc_size
     image = H * W * C * acc_size
+    ring = (kh + kw - 1) * H * C * acc_size
     t_sh = taps <= shared_limit
     used = taps if t_sh else 0
-    return Launch(threads, G, t_sh, used + image <= shared_limit)
+    where = "shared" if used + image <= shared_limit else \
+        "ring" if ring < image and used + ring <= shared_limit else "global"
+    return Launch(threads, G, t_sh, where)
 
 
 def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
@@ -101,7 +112,7 @@ def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
     image = H * W * C * acc_size
     t_sh = taps <= shared_limit
     used = taps if t_sh else 0
-    return Launch(threads, C, t_sh, used + image <= shared_limit)
+    return Launch(threads, C, t_sh, "shared" if used + image <= shared_limit else "global")
 
 
 def _dot(loops: list[dict], channels: int) -> tuple[int, list[int]]:
@@ -128,7 +139,7 @@ def pick(profiles: list[dict], acc: str, launch: Launch, new: bool) -> dict:
         if not new:
             return p
         if p["short"].startswith(f"{prefix}, {str(launch.taps_in_shared).lower()}, "
-                                 f"{str(launch.image_in_shared).lower()}, int>"):
+                                 f"{launch.image_code}, int>"):
             return p
     raise LookupError(f"no solve kernel {prefix} for {launch}")
 
@@ -152,7 +163,7 @@ def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int =
                         nb * (profile["neighbour_path"][k] + dot_instr) + rhs_instr + fma_extra)
     # the load each dot iteration waits for
     if new:
-        lat_x = m["lds_latency"] if launch.image_in_shared else m["l2_latency"]
+        lat_x = m["l2_latency"] if launch.image == "global" else m["lds_latency"]
         lat_t = m["lds_latency"] if launch.taps_in_shared else m["l1_latency"]
         first = m["lds_latency"] if launch.image_in_shared else m["l2_latency"]  # z
     else:
@@ -189,7 +200,9 @@ def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int =
         rounds1 = -(-items // launch.threads)
         pass1 = max(rounds1 * (m["dram_latency"] + min(C, cpt) * fma_lat),
                     H * W * C * 4 * bw_cycles_per_byte)
-        pass3 = max(-(-H * W * C // launch.threads) * 12 / 1.0, H * W * C * 4 * bw_cycles_per_byte)
+        # (the ring writes the output during the wavefront: its stores, in the pair's path)
+        pass3 = 0 if launch.image == "ring" else \
+            max(-(-H * W * C // launch.threads) * 12 / 1.0, H * W * C * 4 * bw_cycles_per_byte)
         passes = pass1 + pass3 + 2 * m["barrier"]
     image_cycles = [c + stage + passes for c in cycles]
     waves = -(-B // m["sms"])
@@ -200,7 +213,7 @@ def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int =
     plan_us = us(plan_cycles) + 3 * m["launch_us"]
     low, high = (waves * us(image_cycles[k]) + plan_us for k in (0, 1))
     return {"shape": list(shape), "threads": launch.threads, "groups": launch.groups,
-            "taps_in_shared": launch.taps_in_shared, "image_in_shared": launch.image_in_shared,
+            "taps_in_shared": launch.taps_in_shared, "image": launch.image,
             "instr_per_pair": per_pair, "instr_per_pixel_channel": [p * launch.groups / C for p in per_pair],
             "chain_cycles_per_pair": chain, "plan_us": plan_us, "passes_us": us(passes + stage),
             "low_us": low, "high_us": high,

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sass_model as sm  # noqa: E402
 
-PROFILE = {"short": "wavefront_solve_kernel<float, float, true, true, int>", "channels_per_thread": 4,
+PROFILE = {"short": "wavefront_solve_kernel<float, float, true, 1, int>", "channels_per_thread": 4,
            "pair_path": [60, 70], "row_path": [15, 20], "neighbour_path": [15, 61],
            "dot_loops": [{"instructions": 32, "fma": 16, "channels": 4}], "rhs_loops": []}
 
@@ -26,8 +26,8 @@ def test_the_launch_mirror_is_the_kernels_launch_config(shape, acc_size, limit):
     B, C, H, W = shape
     got = simt.launch_config(B, C, H, W, 3, 3, acc_size, limit, False)
     mine = sm.launch_new(B, C, H, W, 3, 3, acc_size, limit)
-    assert (mine.threads, mine.taps_in_shared, mine.image_in_shared) == \
-        (got["threads"], got["taps_in_shared"], got["image_in_shared"])
+    assert (mine.threads, mine.taps_in_shared, mine.image) == \
+        (got["threads"], got["taps_in_shared"], got["image"])
 
 
 def test_the_model_gives_a_range_and_never_rewards_more_code():

@@ -459,12 +459,15 @@ def solve_kernels(profiles: list[KernelProfile], acc: str) -> list[KernelProfile
 MIN_FMA_SHARE = 0.30
 
 
+IMAGE_MODES = {0: "global", 1: "shared", 2: "ring"}  # wavefront_kernel.cuh's kImage* constants
+
+
 def _solve_variant(short: str) -> tuple[bool, bool, bool] | None:
-    """(taps in shared, image in shared, 64-bit index) of a solve kernel's name."""
-    m = re.search(r"wavefront_solve_kernel<[^,]+, [^,]+, (true|false), (true|false), ([^>]+)>", short)
+    """(taps in shared, image (or its ring) in shared, 64-bit index) of a solve kernel's name."""
+    m = re.search(r"wavefront_solve_kernel<[^,]+, [^,]+, (true|false), (\d), ([^>]+)>", short)
     if not m:
         return None
-    return m.group(1) == "true", m.group(2) == "true", "64" in m.group(3)
+    return m.group(1) == "true", IMAGE_MODES[int(m.group(2))] != "global", "64" in m.group(3)
 
 
 def violations(profiles: list[KernelProfile], accs=("float", "double")) -> list[str]:
@@ -474,7 +477,8 @@ def violations(profiles: list[KernelProfile], accs=("float", "double")) -> list[
       * local memory, spills;
       * on the 32-bit-index path, 64-bit integer arithmetic in the innermost loop beyond forming
         the 64-bit address of each global stream (its two carry halves: 2 per stream of taps or
-        image in global memory, none when both are in shared memory).
+        image in global memory, none when both are in shared memory; with the ring of
+        diagonals, the neighbours are read from shared memory).
     Each message starts with its kind: "generic", "fma", "local", "64-bit"."""
     out = []
     for acc in accs:

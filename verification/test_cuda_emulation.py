@@ -6,6 +6,7 @@ over the launch configurations a GPU takes for larger problems, and under Thread
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -32,7 +33,24 @@ LAUNCHES = {
     "opted-in-shared": {"shared_limit": 227 * 1024},
     "wide-index": {"wide_index": True},
     "wide-index-no-shared": {"wide_index": True, "shared_limit": 0},
+    "ring": "ring",  # room for the taps and the ring of diagonals, not the image (_ring_limit)
+    "wide-index-ring": "ring+wide",
 }
+
+
+def _ring_limit(C, kh, kw, H, acc_size):
+    """Shared memory for the packed taps and the ring of kh + kw - 1 diagonals (plan_math.h's
+    packed size; wavefront_kernel.cuh's launch_config)."""
+    G = -(-C // 4)
+    return ((kh * kw + 1) * G * C * 4 + (kh + kw - 1) * H * C) * acc_size
+
+
+def _launch_args(launch, C, kh, kw, H, dtype):
+    spec = LAUNCHES[launch]
+    if isinstance(spec, dict):
+        return spec
+    acc = 8 if dtype == torch.float64 else 4
+    return {"shared_limit": _ring_limit(C, kh, kw, H, acc), "wide_index": spec.endswith("wide")}
 
 
 def _solve_ref(y, w, order, transpose):
@@ -47,7 +65,12 @@ def test_emulated_kernel_agrees_with_cpu_core_and_dense(launch, C, dtype, transp
     order = ORDERS[C % 4]
     H, W = (3, 4) if C == 48 else (5, 6)
     w, y = operands(C, 3, 2, order, (3, C, H, W), dtype, seed=C)
-    got = emulated_inv_conv2d(y, w, order, transpose, **LAUNCHES[launch])
+    args = _launch_args(launch, C, 3, 2, H, dtype)
+    if LAUNCHES[launch] in ("ring", "ring+wide") and 3 + 2 - 1 < W:  # (a ring smaller than the image)
+        from invconv_core import _simt  # the ring it is meant to reach
+        assert _simt.launch_config(3, C, H, W, 3, 2, dtype.itemsize, args["shared_limit"],
+                                   args["wide_index"])["image"] == "ring"
+    got = emulated_inv_conv2d(y, w, order, transpose, **args)
     dense = DenseProblem(to_np(w), H, W, order)
     tol = solve_tolerance(dense.cond(), C * 6, dtype)
     expected = dense.solve_transpose(to_np(y)) if transpose else dense.solve(to_np(y))
@@ -57,16 +80,16 @@ def test_emulated_kernel_agrees_with_cpu_core_and_dense(launch, C, dtype, transp
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("launch", ["default", "no-shared"])
+@pytest.mark.parametrize("launch", ["default", "no-shared", "ring"])
 @pytest.mark.parametrize("order", ORDERS)
 def test_emulated_kernel_half_types_accumulate_in_float32(dtype, launch, order):
     """Stored as half, solved in float32 (the scratch image stays float32 when it is not in
     shared memory): only the final rounding to the half type differs from a float32 solve."""
     C = 4
-    w, y = operands(C, 3, 3, order, (2, C, 6, 5), dtype, seed=7)
-    got = emulated_inv_conv2d(y, w, order, **LAUNCHES[launch])
+    w, y = operands(C, 3, 3, order, (2, C, 6, 7), dtype, seed=7)
+    got = emulated_inv_conv2d(y, w, order, **_launch_args(launch, C, 3, 3, 6, torch.float32))
     assert got.dtype == dtype
-    dense = DenseProblem(to_np(w), 6, 5, order)
+    dense = DenseProblem(to_np(w), 6, 7, order)
     assert rel_err(to_np(got), dense.solve(to_np(y))) <= solve_tolerance(dense.cond(), C * 9, dtype)
     ref32 = emulated_inv_conv2d(y.float(), w.float(), order).to(dtype)
     assert rel_err(to_np(got), to_np(ref32)) <= 2 * solve_tolerance(dense.cond(), C * 9, dtype)
@@ -136,7 +159,7 @@ def test_opted_in_shared_memory_keeps_the_issue_shapes_on_chip(shape, where):
     key = "image_in_shared" if where == "image" else "taps_in_shared"
     for acc_size in (4, 8):
         below, above = _launch(B, C, H, W, 3, acc_size, 48 * 1024), _launch(B, C, H, W, 3, acc_size, 227 * 1024)
-        assert not below[key] and above[key] and above["image_in_shared"]
+        assert not below[key] and above[key] and above["image"] == "shared"
         assert above["shared_bytes"] > 48 * 1024 >= below["shared_bytes"]
     w, y = operands(C, 3, 3, "TL", (1, C, H, W), torch.float64, seed=C)
     expected = to_np(ic.inv_conv2d(y, w, "TL"))
@@ -146,9 +169,9 @@ def test_opted_in_shared_memory_keeps_the_issue_shapes_on_chip(shape, where):
 
 def test_the_64bit_index_path_is_taken_only_when_asked_or_needed():
     small = _launch(100, 12, 16, 16, 3, 4, 227 * 1024)
-    assert not small["wide_index"] and small["image_in_shared"]
+    assert not small["wide_index"] and small["image"] == "shared"
     wide = _launch(100, 12, 16, 16, 3, 4, 227 * 1024, True)
-    assert wide["wide_index"] and not wide["image_in_shared"] and wide["taps_in_shared"]
+    assert wide["wide_index"] and wide["image"] == "ring" and wide["taps_in_shared"]
     from invconv_core._simt import fits_32bit_index
     lim = 2**31 - 1
     assert fits_32bit_index(lim - 1, lim - 1, 1, 1, 1, 1, 1, 1)
@@ -182,6 +205,9 @@ def test_emulated_kernel_is_race_free_under_thread_sanitizer(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]
     assert "ThreadSanitizer" not in run.stderr
     assert "ok: 200 cases agree" in run.stdout
+    # every place the image can live was exercised
+    counts = [int(n) for n in re.findall(r"(?:memory|diagonals) (\d+)", run.stdout)]
+    assert len(counts) == 3 and min(counts) > 0, run.stdout
 
 
 @needs_gxx

@@ -35,16 +35,20 @@ def test_solve_kernels_pass_the_profile(sm90):
     assert violations(sm90) == []
     for acc in ("float", "double"):
         kernels = solve_kernels(sm90, acc)
-        # int32: the four shared/global combinations; int64: taps shared or global
-        assert len(kernels) == 6, [k.short for k in kernels]
+        # int32: taps shared or global x image shared, in a ring, global; int64: taps shared or
+        # global x image in a ring or global
+        assert len(kernels) == 10, [k.short for k in kernels]
         for k in kernels:
             assert k.innermost["fma_share"] >= MIN_FMA_SHARE
             assert k.hot_loop["generic_ld"] == k.hot_loop["generic_st"] == 0
         # taps and image on chip, 32-bit offsets: shared loads only, no 64-bit arithmetic at all
         # in the hot loop, and the dot product's loads are LDS (the taps as 16-byte vectors)
-        on_chip = next(k for k in kernels if "true, true, int>" in k.short)
+        on_chip = next(k for k in kernels if "true, 1, int>" in k.short)
         assert on_chip.hot_loop["wide_int"] == 0 and on_chip.hot_loop["ldg"] == 0
         assert on_chip.innermost["lds"] > 0 and on_chip.innermost["fma"] >= 8
+        # the ring of diagonals: the dot product reads shared memory only
+        ring = next(k for k in kernels if "true, 2, int>" in k.short)
+        assert ring.innermost["ldg"] == 0 and ring.innermost["wide_int"] == 0
 
 
 PLANTS = {

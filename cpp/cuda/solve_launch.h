@@ -93,8 +93,8 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
   s.config = cuda_kernels::launch_config(B, C, H, W, plan.kh, plan.kw, sizeof(acc_t),
                                          shared_limit, max_threads, max_blocks, wide);
   p.scratch = nullptr;
-  if (!s.config.image_in_shared) {
-    // the solved values in acc_t, canonical channels-last
+  if (s.config.image != cuda_kernels::kImageShared) {
+    // the solved values (or z, with the ring) in acc_t, canonical channels-last
     s.scratch = at::empty({B, H, W, C}, y.options().dtype(packed.scalar_type()));
     p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
   }

@@ -50,6 +50,17 @@ constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
 // Blocks per launch at most; a block solves images b, b + gridDim.x, ... (any batch size).
 constexpr std::int64_t kMaxBlocks = 65535;
 
+// Where a block keeps the values it solves:
+//  * kImageShared: the whole image in shared memory;
+//  * kImageRing: the last kh + kw - 1 anti-diagonals in shared memory (a ring of them, each
+//    slot H rows of C values: all a diagonal's taps read), z = M y and nothing else in the
+//    global scratch, each solved value written to the output at once -- for images too large
+//    for shared memory (B = 1, 4 x 256^2: a 20 KB ring instead of a 1 MB image);
+//  * kImageGlobal: the whole image in the global scratch (neither fits).
+constexpr int kImageGlobal = 0;
+constexpr int kImageShared = 1;
+constexpr int kImageRing = 2;
+
 template <typename scalar_t, typename acc_t>
 struct SolveParams {
   const scalar_t* y;     // right-hand side, canonical (flipped) view `ys`
@@ -57,7 +68,7 @@ struct SolveParams {
   scalar_t* out;         // result, canonical view `os` (channel axis reversed for the adjoint)
   View4 os;
   const acc_t* packed;   // the taps and M in plan_math.h's packed layout (packed_size entries)
-  acc_t* scratch;        // the solved images [B][H][W][C] when they are not in shared memory
+  acc_t* scratch;        // [B][H][W][C]: the solved images (kImageGlobal) or z (kImageRing)
   std::int64_t B, C, H, W, kh, kw;
 };
 
@@ -66,7 +77,7 @@ struct LaunchConfig {
   int threads;
   std::size_t shared_bytes;
   bool taps_in_shared;   // the packed taps and M staged in shared memory
-  bool image_in_shared;  // the block's image solved in shared memory (else in `scratch`)
+  int image;             // where the solved image lives: kImageGlobal, kImageShared, kImageRing
   bool wide_index;       // 64-bit offsets (some offset of the launch does not fit 32 bits)
 };
 
@@ -90,8 +101,9 @@ inline bool fits_32bit_index(std::int64_t y_extent, std::int64_t out_extent, std
 // The launch of one solve: one block per image (at most max_blocks, each then solving several
 // images in turn), as many threads as the widest anti-diagonal has (pixel, channel group) pairs
 // (a multiple of 32, at most max_threads), shared memory for the packed taps and then the image
-// as far as `shared_limit` bytes allow (the image never on the 64-bit path: an image that needs
-// 64-bit offsets is far beyond any shared memory). Used by the CUDA glue and the emulation alike.
+// -- or else the ring of its last anti-diagonals -- as far as `shared_limit` bytes allow (the
+// whole image never on the 64-bit path: an image that needs 64-bit offsets is far beyond any
+// shared memory). Used by the CUDA glue and the emulation alike.
 inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
                                   std::int64_t kh, std::int64_t kw, std::size_t acc_size,
                                   std::size_t shared_limit = kDefaultSharedLimit,
@@ -105,12 +117,20 @@ inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H
   cfg.threads = static_cast<int>(imax(1, imin(warps * 32, max_threads)));
   const std::size_t taps_bytes = static_cast<std::size_t>(packed_size(C, kh, kw)) * acc_size;
   const std::size_t image_bytes = static_cast<std::size_t>(H * W * C) * acc_size;
+  const std::size_t ring_bytes = static_cast<std::size_t>((kh + kw - 1) * H * C) * acc_size;
   std::size_t used = 0;
   cfg.wide_index = wide_index;
   cfg.taps_in_shared = taps_bytes <= shared_limit;
   if (cfg.taps_in_shared) used += taps_bytes;
-  cfg.image_in_shared = !wide_index && used + image_bytes <= shared_limit;
-  if (cfg.image_in_shared) used += image_bytes;
+  if (!wide_index && used + image_bytes <= shared_limit) {
+    cfg.image = kImageShared;
+    used += image_bytes;
+  } else if (ring_bytes < image_bytes && used + ring_bytes <= shared_limit) {
+    cfg.image = kImageRing;
+    used += ring_bytes;
+  } else {
+    cfg.image = kImageGlobal;
+  }
   cfg.shared_bytes = used;
   return cfg;
 }
@@ -169,7 +189,7 @@ __device__ __forceinline__ Lanes<acc_t> load_lanes(const acc_t* p) {
 // value feeds K FMAs and the K weights are one vector load (z is read last: no FMA waits on it); (3) the solved image to the output,
 // threads along rows. Channel c reads only the right-hand side channels c2 <= c of its own
 // pixel (M is lower-triangular: a NaN of a later channel stays out of it).
-template <typename scalar_t, typename acc_t, bool kTapsShared, bool kImageShared, typename index_t>
+template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t>
 __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
     wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
 #if defined(INVCONV_PLANT_64BIT_INDEX)
@@ -183,7 +203,7 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
   // Input channels per step of the dot product: 4 (16 FMAs). The channel, tap row and tap
   // column counters are int on every path: C, kh, kw fit (a weight of C >= 2^31 channels has
   // C^2 entries); only offsets into images and the packed taps need 64 bits.
-  constexpr int kUnroll = 4;
+  [[maybe_unused]] constexpr int kUnroll = 4;  // (unused where #pragma unroll is ignored)
   const J Ci = static_cast<J>(p.C), khi = static_cast<J>(p.kh), kwi = static_cast<J>(p.kw);
   const I C = static_cast<I>(p.C), H = static_cast<I>(p.H), W = static_cast<I>(p.W);
   const I kh = static_cast<I>(p.kh), kw = static_cast<I>(p.kw);
@@ -206,9 +226,13 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
   const unsigned step_i = blockDim.x / Wu, step_j = blockDim.x % Wu;
 
   for (I b = blockIdx.x; b < static_cast<I>(p.B); b += gridDim.x) {
-    acc_t* const xs = INVCONV_SHARED_CHOICE(kImageShared)
-                          ? shared + (kTapsShared ? n_packed : 0)
-                          : p.scratch + b * (H * W * C);
+    constexpr bool kRing = kImage == kImageRing;
+    // the image (kImageShared, kImageGlobal) or z (kImageRing) at xs; the ring after the taps
+    acc_t* const on_chip = shared + (kTapsShared ? n_packed : 0);
+    acc_t* const xs = INVCONV_SHARED_CHOICE(kImage == kImageShared) ? on_chip
+                                                                    : p.scratch + b * (H * W * C);
+    acc_t* const ring = on_chip;
+    const I R = kh + kw - 1;  // ring slots: diagonals d - (R - 1) .. d
     // staged taps visible (first image); the previous image is written out
     __syncthreads();
 
@@ -240,13 +264,16 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
     __syncthreads();  // every z written before a pixel reads it
 
     // (2) the anti-diagonals
-    for (I d = 0; d < H + W - 1; ++d) {
+    scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
+    const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
+    I slot = 0;  // d % R, carried
+    for (I d = 0; d < H + W - 1; ++d, slot = slot + 1 == R ? 0 : slot + 1) {
       const I i_lo = d - (W - 1) > 0 ? d - (W - 1) : 0;
       const I pixels = (H - 1 < d ? H - 1 : d) - i_lo + 1;
       for (I k = first_pixel, g = first_group; k < pixels; k += step_pixels, g += step_groups) {
         if (g >= G) { g -= G; ++k; if (k >= pixels) break; }
         const I i = i_lo + k, j = d - i, c0 = g * K;
-        acc_t* const xp = xs + (i * W + j) * C + c0;
+        acc_t* const xp = xs + (i * W + j) * C + c0;  // z, and (not kRing) the solution
         // the neighbours' sum first, z - sum last: no FMA waits for the load of z
         acc_t acc[K];
 #pragma unroll
@@ -257,7 +284,13 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
           const J b_end = (a == khi - 1) ? kwi - 1 : kwi;  // not the current pixel
           for (J bb = kw - 1 - j > 0 ? static_cast<J>(kw - 1 - j) : 0; bb < b_end; ++bb) {
             const acc_t* const t = packed + ((a * kw + bb) * G + g) * (C * K);
-            const acc_t* const xn = xs + (ii * W + j - (kw - 1 - bb)) * C;
+            const acc_t* xn;
+            if (kRing) {  // the neighbour's diagonal d - back, back in [1, R - 1]
+              const I back = (khi - 1 - a) + (kwi - 1 - bb);
+              xn = ring + ((slot >= back ? slot - back : slot - back + R) * H + ii) * C;
+            } else {
+              xn = xs + (ii * W + j - (kw - 1 - bb)) * C;
+            }
 #if defined(INVCONV_PLANT_ONE_FMA_PER_LOAD)  // test-only: a channel at a time, not unrolled
             for (int l = 0; l < K; ++l)
 #pragma unroll 1
@@ -273,18 +306,28 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
 #endif
           }
         }
+        if (kRing) {  // into the ring, and to the output at once
+          acc_t* const rp = ring + (slot * H + i) * C + c0;
 #pragma unroll
-        for (int l = 0; l < K; ++l)
-          if (c0 + l < C) xp[l] = xp[l] - acc[l];
+          for (int l = 0; l < K; ++l)
+            if (c0 + l < C) {
+              const acc_t x = xp[l] - acc[l];
+              rp[l] = x;
+              ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
+            }
+        } else {
+#pragma unroll
+          for (int l = 0; l < K; ++l)
+            if (c0 + l < C) xp[l] = xp[l] - acc[l];
+        }
       }
 #ifndef INVCONV_PLANT_MISSING_DIAGONAL_BARRIER  // test-only: proves the race check can fail
       __syncthreads();  // diagonal d is solved before d + 1 reads it
 #endif
     }
 
-    // (3) to the output, in its dtype
-    scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
-    const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
+    // (3) to the output, in its dtype (the ring wrote it already)
+    if (!kRing)
     for (I c = 0; c < C; ++c)
       for (I i = first_i, j = first_j; i < H; i += step_i, j += step_j) {
         if (j >= W) { j -= W; ++i; if (i >= H) break; }
@@ -298,19 +341,27 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
 template <typename scalar_t, typename acc_t>
 using SolveKernel = void (*)(const SolveParams<scalar_t, acc_t>);
 
+
 // The instantiation a launch configuration runs (the CUDA glue, the emulation and the race
-// check pick it here): int32 indices with the four shared/global combinations; int64 with the
-// image in global memory.
+// check pick it here): int32 indices with taps shared or global and the image shared, in a
+// ring or global; int64 with the image in a ring or global.
+template <typename scalar_t, typename acc_t, bool kTapsShared, typename index_t>
+inline SolveKernel<scalar_t, acc_t> solve_kernel_for_image(int image) {
+  if (image == kImageRing) return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageRing, index_t>;
+  if (image == kImageGlobal) return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageGlobal, index_t>;
+  if constexpr (sizeof(index_t) == 4)
+    return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageShared, index_t>;
+  else  // launch_config never puts a whole image in shared memory with 64-bit offsets
+    return nullptr;
+}
+
 template <typename scalar_t, typename acc_t>
 inline SolveKernel<scalar_t, acc_t> solve_kernel(const LaunchConfig& cfg) {
   if (cfg.wide_index)
-    return cfg.taps_in_shared ? &wavefront_solve_kernel<scalar_t, acc_t, true, false, std::int64_t>
-                              : &wavefront_solve_kernel<scalar_t, acc_t, false, false, std::int64_t>;
-  if (cfg.taps_in_shared)
-    return cfg.image_in_shared ? &wavefront_solve_kernel<scalar_t, acc_t, true, true, std::int32_t>
-                               : &wavefront_solve_kernel<scalar_t, acc_t, true, false, std::int32_t>;
-  return cfg.image_in_shared ? &wavefront_solve_kernel<scalar_t, acc_t, false, true, std::int32_t>
-                             : &wavefront_solve_kernel<scalar_t, acc_t, false, false, std::int32_t>;
+    return cfg.taps_in_shared ? solve_kernel_for_image<scalar_t, acc_t, true, std::int64_t>(cfg.image)
+                              : solve_kernel_for_image<scalar_t, acc_t, false, std::int64_t>(cfg.image);
+  return cfg.taps_in_shared ? solve_kernel_for_image<scalar_t, acc_t, true, std::int32_t>(cfg.image)
+                            : solve_kernel_for_image<scalar_t, acc_t, false, std::int32_t>(cfg.image);
 }
 
 }  // namespace cuda_kernels

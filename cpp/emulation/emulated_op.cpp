@@ -83,7 +83,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["threads"] = c.threads;
     d["shared_bytes"] = c.shared_bytes;
     d["taps_in_shared"] = c.taps_in_shared;
-    d["image_in_shared"] = c.image_in_shared;
+    d["image_in_shared"] = c.image == ck::kImageShared;
+    d["image"] = c.image == ck::kImageShared ? "shared" : c.image == ck::kImageRing ? "ring" : "global";
     d["wide_index"] = c.wide_index;
     return d;
   }, "the solve kernel's launch for (B, C, H, W), a kh x kw kernel, acc_size-byte values");
