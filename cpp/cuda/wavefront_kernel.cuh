@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
   // Input channels per step of the dot product: 4 (16 FMAs). The channel, tap row and tap
   // column counters are int on every path: C, kh, kw fit (a weight of C >= 2^31 channels has
   // C^2 entries); only offsets into images and the packed taps need 64 bits.
-  [[maybe_unused]] constexpr int kUnroll = 4;  // (unused where #pragma unroll is ignored)
+  [[maybe_unused]] constexpr int kUnroll = sizeof(acc_t) == 4 ? 8 : 4;  // (unused where #pragma unroll is ignored)
   const J Ci = static_cast<J>(p.C), khi = static_cast<J>(p.kh), kwi = static_cast<J>(p.kw);
   const I C = static_cast<I>(p.C), H = static_cast<I>(p.H), W = static_cast<I>(p.W);
   const I kh = static_cast<I>(p.kh), kw = static_cast<I>(p.kw);
