@@ -1,7 +1,10 @@
 """A few small CUDA solves for compute-sanitizer (memcheck, racecheck), run by bench/gpu.py:
-every dtype, every order, forward and adjoint, an image kept in shared memory and one too large
-for it (scratch in global memory), a kernel larger than the image, more images than blocks
-would hold in one pass. Exits non-zero if a result is not finite."""
+every dtype, every order, forward and adjoint, an image kept in shared memory (96×80: with the
+device's opt-in above 48 KiB), a kernel larger than the image, more images than blocks would
+hold in one pass; then, in float32, the kernel's other two places for the image (docs/design.md
+§5): a ring of its last diagonals in shared memory (1×4×200×160: 512 KB of image) and the global
+scratch (1×48×256×8: even the ring, 245 KB, is past 227 KiB beside the taps). Exits non-zero if
+a result is not finite."""
 
 import os
 import sys
@@ -22,5 +25,10 @@ for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             for out in (ic.inv_conv2d(y, w, order), ic.inv_conv2d_transpose(y, w, order)):
                 if not torch.isfinite(out).all():
                     sys.exit(f"non-finite result: {dtype} {(B, C, H, W, k)} {order}")
+for B, C, H, W, k in [(1, 4, 200, 160, 3), (1, 48, 256, 8, 3)]:
+    w, y = operands(C, k, k, "TL", (B, C, H, W), torch.float32, "cuda", seed=C)
+    for out in (ic.inv_conv2d(y, w, "TL"), ic.inv_conv2d_transpose(y, w, "TL")):
+        if not torch.isfinite(out).all():
+            sys.exit(f"non-finite result: float32 {(B, C, H, W, k)} TL")
 torch.cuda.synchronize()
 print("sanitizer cases done")

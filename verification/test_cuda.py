@@ -30,6 +30,24 @@ def test_cuda_agrees_with_the_cpu_core(dtype, order):
     assert rel_err(to_np(got), to_np(cpu)) <= tol
 
 
+@pytest.mark.parametrize("shape, where", [
+    ((2, 12, 32, 32), "shared"),    # 55 KB of float32 image: on chip only with the opt-in
+    ((1, 48, 8, 8), "shared"),      # 92 KB of taps: likewise
+    ((1, 4, 200, 160), "ring"),     # 512 KB of image: a ring of its last diagonals
+    ((1, 48, 256, 8), "global")])   # even the ring is past the opt-in beside the taps
+@pytest.mark.parametrize("transpose", [False, True])
+def test_every_place_of_the_image_agrees_with_the_cpu_core(shape, where, transpose):
+    """docs/design.md §5: the image in shared memory (past 48 KiB: the opt-in), as a ring of
+    diagonals, in global memory -- on the GPU, against the CPU core, float32 and float64."""
+    B, C, H, W = shape
+    # (the same source under the emulation: at most 5e-7 and 9e-16 from the CPU core here)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        w, y = operands(C, 3, 3, "TL", shape, dtype, seed=C)
+        solve = ic.inv_conv2d_transpose if transpose else ic.inv_conv2d
+        got = solve(y.cuda(), w.cuda(), "TL")
+        assert rel_err(to_np(got), to_np(solve(y, w, "TL"))) <= tol, (dtype, where)
+
+
 def test_no_host_synchronisation_in_forward_and_backward():
     w, y = operands(4, 3, 3, "TL", (2, 4, 16, 16), torch.float32, "cuda", requires_grad=True)
     torch.cuda.synchronize()
