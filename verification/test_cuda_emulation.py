@@ -50,7 +50,9 @@ def _launch_args(launch, C, kh, kw, H, dtype):
     if isinstance(spec, dict):
         return spec
     acc = 8 if dtype == torch.float64 else 4
-    return {"shared_limit": _ring_limit(C, kh, kw, H, acc), "wide_index": spec.endswith("wide")}
+    # two blocks for three images: one block reuses its ring for a second image
+    return {"shared_limit": _ring_limit(C, kh, kw, H, acc), "wide_index": spec.endswith("wide"),
+            "max_blocks": 2}
 
 
 def _solve_ref(y, w, order, transpose):

@@ -8,7 +8,8 @@ import torch
 from torch.autograd.functional import jacobian
 
 from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, FlowSequence,
-                                InvConv2d, LogitTransform, Squeeze, bits_per_dim, build_flow)
+                                InvConv2d, LogitTransform, SmoothLeakyReLU, Squeeze, bits_per_dim,
+                                build_flow)
 from invconv_core.flows.models import _step
 
 
@@ -48,10 +49,12 @@ def _layers():  # constructed inside the float64 fixture (see LAYERS below)
     yield "squeeze", Squeeze(), (2, 2, 4, 2)
     yield "conv1x1", Conv1x1(3), (2, 3, 2, 3)
     yield "logit", LogitTransform(0.05), (2, 1, 3, 3)
+    yield "smooth-leaky-relu", SmoothLeakyReLU(0.1), (2, 3, 3, 4)
 
 
 LAYER_NAMES = ["invconv-inverse-TL", "invconv-inverse-BR-k2x4", "invconv-conv-TR",
-               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit"]
+               "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit",
+               "smooth-leaky-relu"]
 
 
 @pytest.mark.parametrize("name", LAYER_NAMES)
@@ -71,6 +74,34 @@ def test_layer_inverse_and_logdet(name):
     torch.testing.assert_close(ld, _jacobian_logdet(lambda v: layer(v)[0], x))
     torch.testing.assert_close(ld_inv, -ld)
     torch.testing.assert_close(ld_inv, _jacobian_logdet(lambda v: layer.inverse(v)[0], z))
+
+
+def test_smooth_leaky_relu_inverts_far_out_exactly_and_refuses_a_bad_alpha():
+    """Issue 21's activation: the inverse is exact to round-off over a wide range (Newton from
+    above; softplus computed without torch's threshold), in float64 and float32; the slope stays
+    in (alpha, 1), so the forward logabsdet lies in (n log alpha, 0)."""
+    act = SmoothLeakyReLU(0.1)
+    x = torch.cat([torch.linspace(-400, 400, 2001), torch.tensor([0.0, -1e-300, 1e-300, 25.0, 40.0])])
+    for dtype in (torch.float64, torch.float32):
+        xd = x.to(dtype).view(1, -1)
+        z, ld = act(xd)
+        back, ld_inv = act.inverse(z)
+        # within 4 units of round-off (2.5 measured)
+        tol = 4 * torch.finfo(dtype).eps * xd.abs().clamp_min(1)
+        assert ((back - xd).abs() <= tol).all(), ((back - xd).abs() / tol).max()
+        torch.testing.assert_close(ld_inv, -ld)
+        assert (-ld < -xd.numel() * torch.log(torch.tensor(0.1, dtype=dtype))).all() and (ld < 0).all()
+    # strictly increasing on a sorted grid
+    g = torch.linspace(-50, 50, 10001).view(1, -1)
+    assert torch.all(act(g)[0].diff() > 0)
+    # non-finite inputs stay non-finite and stop nothing else from inverting
+    z = torch.tensor([[float("nan"), 1.0, float("inf")]])
+    back = act.inverse(z)[0]
+    assert torch.isnan(back[0, 0]) and back[0, 2] == float("inf")
+    torch.testing.assert_close(act(back[:, 1:2])[0], z[:, 1:2])
+    for bad in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="alpha must be in"):
+            SmoothLeakyReLU(bad)
 
 
 def test_invconv_placement_decides_which_direction_solves():

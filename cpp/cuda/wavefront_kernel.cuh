@@ -170,8 +170,8 @@ __device__ __forceinline__ Lanes<acc_t> load_lanes(const acc_t* p) {
 // Test-only compile switches of the SASS profile's planted counter-examples
 // (verification/test_sass_profile.py), each restoring one defect the profile guards against:
 // INVCONV_PLANT_RUNTIME_POINTER_CHOICE (shared or global chosen at run time: generic loads),
-// INVCONV_PLANT_64BIT_INDEX (64-bit offsets and counters on every path), INVCONV_PLANT_ONE_FMA_PER_LOAD (the
-// dot product a channel at a time: two loads per FMA).
+// INVCONV_PLANT_64BIT_INDEX (64-bit offsets and counters on every path),
+// INVCONV_PLANT_ONE_FMA_PER_LOAD (the dot product a channel at a time: two loads per FMA).
 #if defined(INVCONV_PLANT_RUNTIME_POINTER_CHOICE)
 #define INVCONV_SHARED_CHOICE(in_shared) ((in_shared) ? (p.B >= 0) : (p.B < 0))  // run-time
 #else
@@ -179,16 +179,17 @@ __device__ __forceinline__ Lanes<acc_t> load_lanes(const acc_t* p) {
 #endif
 
 // The solve of one launch. Template parameters: where the packed taps and the image live
-// (shared or global memory: separate code, so the compiler emits LDS / LDG, never generic
-// loads) and the index type (int32 whenever fits_32bit_index; int64 otherwise).
+// (shared or global memory, kImage*: separate code, so the compiler emits LDS / LDG, never
+// generic loads) and the index type (int32 whenever fits_32bit_index; int64 otherwise).
 //
-// Per image: (1) z = M y at every pixel, into the image -- independent pixels, all threads, so
-// the right-hand side's global loads never wait on the wavefront; (2) the H + W - 1
-// anti-diagonals, one __syncthreads() each, each thread solving the K channels of a (pixel,
-// channel group) pair: x = z - (sum over the taps of T x_{neighbour}), where each neighbour
-// value feeds K FMAs and the K weights are one vector load (z is read last: no FMA waits on it); (3) the solved image to the output,
-// threads along rows. Channel c reads only the right-hand side channels c2 <= c of its own
-// pixel (M is lower-triangular: a NaN of a later channel stays out of it).
+// Per image: (1) z = M y at every pixel, into the image (the global scratch with the ring) --
+// independent pixels, all threads, so the right-hand side's global loads never wait on the
+// wavefront; (2) the H + W - 1 anti-diagonals, one __syncthreads() each, each thread solving
+// the K channels of a (pixel, channel group) pair: x = z - (sum over the taps of T x_{neighbour}),
+// where each neighbour value feeds K FMAs and the K weights are one vector load (z is read
+// last: no FMA waits on it); (3) the solved image to the output, threads along rows (the ring
+// wrote it in (2)). Channel c reads only the right-hand side channels c2 <= c of its own pixel
+// (M is lower-triangular: a NaN of a later channel stays out of it).
 template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t>
 __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
     wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
@@ -200,10 +201,12 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
   using J = int;
 #endif
   constexpr int K = kChannelsPerThread;
-  // Input channels per step of the dot product: 4 (16 FMAs). The channel, tap row and tap
-  // column counters are int on every path: C, kh, kw fit (a weight of C >= 2^31 channels has
-  // C^2 entries); only offsets into images and the packed taps need 64 bits.
-  [[maybe_unused]] constexpr int kUnroll = sizeof(acc_t) == 4 ? 8 : 4;  // (unused where #pragma unroll is ignored)
+  // Input channels per step of the dot product: 8 in float32 (32 FMAs), 4 in float64 (more
+  // spilled at 64 registers); unused by the emulation's host compiler, which ignores the pragma.
+  // The channel, tap row and tap column counters are int on every path: C, kh, kw fit (a weight
+  // of C >= 2^31 channels has C^2 entries); only offsets into images and the packed taps need
+  // 64 bits.
+  [[maybe_unused]] constexpr int kUnroll = sizeof(acc_t) == 4 ? 8 : 4;
   const J Ci = static_cast<J>(p.C), khi = static_cast<J>(p.kh), kwi = static_cast<J>(p.kw);
   const I C = static_cast<I>(p.C), H = static_cast<I>(p.H), W = static_cast<I>(p.W);
   const I kh = static_cast<I>(p.kh), kw = static_cast<I>(p.kw);
@@ -327,12 +330,13 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
     }
 
     // (3) to the output, in its dtype (the ring wrote it already)
-    if (!kRing)
-    for (I c = 0; c < C; ++c)
-      for (I i = first_i, j = first_j; i < H; i += step_i, j += step_j) {
-        if (j >= W) { j -= W; ++i; if (i >= H) break; }
-        ob[c * osc + i * osh + j * osw] = static_cast<scalar_t>(xs[(i * W + j) * C + c]);
-      }
+    if (!kRing) {
+      for (I c = 0; c < C; ++c)
+        for (I i = first_i, j = first_j; i < H; i += step_i, j += step_j) {
+          if (j >= W) { j -= W; ++i; if (i >= H) break; }
+          ob[c * osc + i * osh + j * osw] = static_cast<scalar_t>(xs[(i * W + j) * C + c]);
+        }
+    }
   }
 }
 

@@ -13,7 +13,7 @@ from .comparison import CompareConfig, CompareResult, compare
 from .data import DATASET_INFO, DATASETS, DatasetInfo, ImageData, load_dataset
 from .errors import CheckpointError, FlowError, RunExistsError, RunLockedError, TrainingDiverged
 from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
-                     Squeeze)
+                     SmoothLeakyReLU, Squeeze)
 from .models import MODELS, FlowConfig, MultiScaleFlow, SplitPrior, build_flow
 from .sampling import load_flow, sample
 from .timing import matched_config, time_models
@@ -22,7 +22,7 @@ from .training import TrainConfig, TrainResult, evaluate_bpd, fit
 __all__ = [
     # layers and models
     "ActNorm", "AffineCoupling", "Conv1x1", "FlowSequence", "InvConv2d", "LogitTransform",
-    "Squeeze", "SplitPrior", "MODELS", "FlowConfig", "MultiScaleFlow",
+    "SmoothLeakyReLU", "Squeeze", "SplitPrior", "MODELS", "FlowConfig", "MultiScaleFlow",
     "build_flow", "matched_config",
     # data and bits/dim
     "DATASET_INFO", "DATASETS", "DatasetInfo", "ImageData", "load_dataset", "bits_per_dim",
