@@ -84,8 +84,33 @@ def test_resume_errors(tmp_path):
     ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
     del ck["train_config"]
     torch.save(ck, os.path.join(out, "last.pt"))
-    with pytest.raises(ValueError, match="checkpoint config .* differs"):
+    with pytest.raises(ValueError, match="checkpoint config differs from this run's: width: saved 16, now 8"):
         fit(tiny(out, epochs=2, width=8, resume=True))
+
+
+def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
+    """Issue 21: a FlowConfig field added with a default must not orphan older runs -- a
+    checkpoint without it resumes (the field takes its default: FlowConfig.from_dict's explicit
+    migration); one saved with a value this run does not have is refused naming the field."""
+    out = str(tmp_path / "run")
+    fit(tiny(out, epochs=1), log=lambda line: None)
+    path = os.path.join(out, "last.pt")
+    ck = torch.load(path, weights_only=True)
+    del ck["config"]["logit_alpha"]  # as if saved before logit_alpha existed (default 0.05)
+    torch.save(ck, path)
+    again = fit(tiny(out, epochs=2, resume=True), log=lambda line: None)
+    assert again.epochs == 2 and again.config["logit_alpha"] == 0.05
+    ck = torch.load(path, weights_only=True)
+    ck["config"]["logit_alpha"] = 0.1
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match=r"logit_alpha: saved 0.1, now 0.05"):
+        fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
+    # a field this version does not know (a newer version's run) is refused, not ignored
+    ck["config"]["logit_alpha"] = 0.05
+    ck["config"]["activation"] = "spline"
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match="not a config of this version"):
+        fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
 
 
 def test_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):

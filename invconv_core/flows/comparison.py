@@ -210,7 +210,7 @@ def _load_finished(train_cfg: TrainConfig, flow: FlowConfig) -> TrainResult | No
         result = TrainResult(**d)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: the run is continued from last.pt, which rewrites it
-    if result.epochs != train_cfg.epochs or result.config != flow.to_dict():
+    if result.epochs != train_cfg.epochs or flow.differences(result.config):
         return None
     return result
 

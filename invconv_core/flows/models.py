@@ -81,7 +81,21 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlowConfig":
+        """The config of ``to_dict()`` output. A field the dict lacks -- saved before the field
+        existed -- takes its default: the explicit migration of older runs, so adding a field
+        with a default never invalidates them. A field this version does not know is an error."""
         return cls(**d)
+
+    def differences(self, saved: dict) -> list[str]:
+        """How a saved config (``to_dict()`` output, migrated as :meth:`from_dict` does) differs
+        from this one: ``"width: saved 16, now 8"`` per differing field (empty: the same
+        architecture)."""
+        try:
+            old = FlowConfig.from_dict(saved)
+        except (TypeError, ValueError) as err:
+            return [f"not a config of this version ({err})"]
+        return [f"{f.name}: saved {getattr(old, f.name)!r}, now {getattr(self, f.name)!r}"
+                for f in dataclasses.fields(self) if getattr(old, f.name) != getattr(self, f.name)]
 
 
 def _gaussian_logp(x, mean, logs):

@@ -418,9 +418,10 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | No
     last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
     start_epoch, step, best, history, train_seconds = 0, 0, math.inf, [], 0.0
     if ck is not None:
-        if ck["config"] != config.to_dict():
-            raise ValueError(f"{last_path}: checkpoint config {ck['config']} differs from this run's "
-                             f"{config.to_dict()}")
+        changed = config.differences(ck["config"])  # (fields added since it was saved: defaults)
+        if changed:
+            raise ValueError(f"{last_path}: checkpoint config differs from this run's: "
+                             f"{'; '.join(changed)}")
         _check_resume_fields(ck, last_path)
         load_weights(model, ck, last_path)  # its config was just checked equal to this run's
         try:
