@@ -88,31 +88,27 @@ class Launch:
         return {"global": 0, "shared": 1, "ring": 2}[self.image]
 
 
-def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4) -> Launch:
+def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4, ring=True) -> Launch:
     """cuda_kernels::launch_config (wavefront_kernel.cuh) of the kernel since issue 20
-    (bench/test_sass_model.py checks it against the compiled one)."""
+    (bench/test_sass_model.py checks it against the compiled one). With cpt=1, ring=False and
+    48 KiB it is the launch of the kernel before issue 20 (one channel per thread, taps
+    [kh kw + 1][C][C]: the packed size at one channel per group): :func:`launch_old`."""
     G = -(-C // cpt)
     widest = min(H, W) * G
     threads = max(1, min(-(-widest // 32) * 32, 1024))
     taps = (kh * kw + 1) * G * C * cpt * acc_size
     image = H * W * C * acc_size
-    ring = (kh + kw - 1) * H * C * acc_size
+    ring_bytes = (kh + kw - 1) * H * C * acc_size
     t_sh = taps <= shared_limit
     used = taps if t_sh else 0
     where = "shared" if used + image <= shared_limit else \
-        "ring" if ring < image and used + ring <= shared_limit else "global"
+        "ring" if ring and ring_bytes < image and used + ring_bytes <= shared_limit else "global"
     return Launch(threads, G, t_sh, where)
 
 
 def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
-    """The launch of the kernel before issue 20: one channel per thread, taps [kh kw + 1][C][C]."""
-    widest = min(H, W) * C
-    threads = max(1, min(-(-widest // 32) * 32, 1024))
-    taps = (kh * kw + 1) * C * C * acc_size
-    image = H * W * C * acc_size
-    t_sh = taps <= shared_limit
-    used = taps if t_sh else 0
-    return Launch(threads, C, t_sh, "shared" if used + image <= shared_limit else "global")
+    """The launch of the kernel before issue 20."""
+    return launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=1, ring=False)
 
 
 def _dot(loops: list[dict], channels: int) -> tuple[int, list[int]]:

@@ -125,6 +125,14 @@ INVCONV_HOST_DEVICE inline std::int64_t packed_size(std::int64_t C, std::int64_t
   return (kh * kw + 1) * channel_groups(C) * C * kChannelsPerThread;
 }
 
+// Where entry (c2, c) of block t (tap t = a * kw + b, or M at t = kh * kw) is in the packed
+// layout; packed_entry below is its inverse.
+INVCONV_HOST_DEVICE inline std::int64_t packed_offset(std::int64_t t, std::int64_t c2,
+                                                      std::int64_t c, std::int64_t C) {
+  const std::int64_t K = kChannelsPerThread;
+  return ((t * channel_groups(C) + c / K) * C + c2) * K + c % K;
+}
+
 // Packed entry e (0 <= e < packed_size): the folded tap, M's entry, or a padding zero.
 template <typename scalar_t>
 INVCONV_HOST_DEVICE inline double packed_entry(const scalar_t* w, const PlanParams& g,

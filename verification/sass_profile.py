@@ -97,9 +97,6 @@ def kind(ins: Instr) -> str | None:
     return None
 
 
-COUNTED = ["fma", "generic_ld", "generic_st", "lds", "sts", "ldg", "stg", "local", "wide_int", "bar"]
-
-
 @dataclass
 class Mix:
     """What a stretch of code issues, once through."""
@@ -156,11 +153,6 @@ class Function:
 
     def body(self, loop: Loop) -> list[Instr]:
         return [i for i in self.instrs if loop.start <= i.offset <= loop.end]
-
-    def own(self, loop: Loop) -> list[Instr]:
-        """The loop's instructions outside its inner loops."""
-        return [i for i in self.body(loop)
-                if not any(c.start <= i.offset <= c.end for c in loop.children)]
 
     def all_loops(self) -> list[Loop]:
         out, todo = [], list(self.loops)
@@ -279,16 +271,6 @@ def _hot_loop(fn: Function, inner: Loop) -> Loop:
     return inner
 
 
-def _depth_below(root: Loop, target: Loop) -> int:
-    depth, todo = 0, [(root, 0)]
-    while todo:
-        lp, d = todo.pop()
-        if lp is target:
-            return d
-        todo.extend((c, d + 1) for c in lp.children)
-    return depth
-
-
 def profile_function(fn: Function, arch: str, usage=None, short: str | None = None,
                      channels_per_thread: int = 1) -> KernelProfile:
     inner = _innermost_fma_loop(fn)
@@ -307,15 +289,17 @@ def profile_function(fn: Function, arch: str, usage=None, short: str | None = No
         # (inside the taps' row and column loops); FMA loops right under it compute M y
         leaves = [lp for lp in fn.all_loops() if hot.contains(lp) and not lp.children]
         fma_leaves = [lp for lp in leaves if Mix.of(fn.body(lp)).fma]
-        dots = [lp for lp in fma_leaves if _depth_below(hot, lp) >= 2]
+        hot_depth = _depth(fn, hot)
+        dots = [lp for lp in fma_leaves if _depth(fn, lp) - hot_depth >= 2]
         rhs = [lp for lp in fma_leaves if lp not in dots]
-        per = lambda lp: max(1, Mix.of(fn.body(lp)).fma // channels_per_thread)  # noqa: E731
-        prof.dot_loops = sorted(({"instructions": Mix.of(fn.body(lp)).instructions,
-                                  "fma": Mix.of(fn.body(lp)).fma, "channels": per(lp)} for lp in dots),
-                                key=lambda d: -d["channels"])
-        prof.rhs_loops = sorted(({"instructions": Mix.of(fn.body(lp)).instructions,
-                                  "fma": Mix.of(fn.body(lp)).fma, "channels": per(lp)} for lp in rhs),
-                                key=lambda d: -d["channels"])
+
+        def summaries(loops):  # widest first: the order the model assigns trip counts in
+            mixes = [Mix.of(fn.body(lp)) for lp in loops]
+            return sorted(({"instructions": m.instructions, "fma": m.fma,
+                            "channels": max(1, m.fma // channels_per_thread)} for m in mixes),
+                          key=lambda d: -d["channels"])
+
+        prof.dot_loops, prof.rhs_loops = summaries(dots), summaries(rhs)
         # the loops around the dot loops, innermost first: tap column, tap row, ..., the hot loop
         around = sorted({id(lp): lp for d in dots for lp in fn.all_loops()
                          if lp.contains(d) and (hot.contains(lp) or lp is hot)}.values(),
@@ -356,7 +340,7 @@ def path_lengths(fn: Function, loop: Loop) -> list[int]:
         succ = []
         if ins.base in ("BRA", "BRX"):
             t = _TARGET.search(ins.operands)
-            target = int(fn_label_offset(fn, t.group(1))) if t else None
+            target = fn.labels.get(t.group(1)) if t else None
             if target == loop.start:
                 done_lo, done_hi = min(done_lo, l), max(done_hi, h)
             elif target is not None and target in index and target > ins.offset:
@@ -375,10 +359,6 @@ def path_lengths(fn: Function, loop: Loop) -> list[int]:
     if done_lo == INF:
         return [0, 0]
     return [int(done_lo), int(done_hi)]
-
-
-def fn_label_offset(fn: Function, label: str) -> int | None:
-    return fn.labels.get(label)
 
 
 def compile_cubin(source: str, arch: str, defines: list[str] = (), include_dirs=None,

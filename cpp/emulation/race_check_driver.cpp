@@ -41,12 +41,12 @@ struct Case {
 // The taps [kh][kw][C'][C] and M [C][C'] in the kernel's packed layout (plan_math.h).
 static std::vector<double> pack(const Case& k, const std::vector<double>& taps,
                                 const std::vector<double>& m) {
-  const std::int64_t C = k.C, K = ck::kChannelsPerThread, G = ck::channel_groups(C);
+  const std::int64_t C = k.C;
   std::vector<double> packed(ck::packed_size(C, k.kh, k.kw), 0.0);
   for (std::int64_t t = 0; t <= k.kh * k.kw; ++t)
     for (std::int64_t c2 = 0; c2 < C; ++c2)
       for (std::int64_t c = 0; c < C; ++c)
-        packed[((t * G + c / K) * C + c2) * K + c % K] =
+        packed[ck::packed_offset(t, c2, c, C)] =
             t < k.kh * k.kw ? taps[(t * C + c2) * C + c] : (c2 <= c ? m[c * C + c2] : 0.0);
   return packed;
 }
