@@ -1,1 +1,1 @@
-__version__ = "0.2.0"  # 0.2.0: the flow steps as published (the k×k models gained a 1×1 conv)
+__version__ = "0.3.0"  # 0.3.0: the model registry and CNN-only flows; a comparison holds a run template (CompareConfig.run); TrainResult.steps is optimizer_steps

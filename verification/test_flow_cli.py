@@ -68,7 +68,7 @@ def test_resume_continues_exactly(tmp_path):
     assert [h["test_bpd"] for h in a["history"]] == [h["test_bpd"] for h in b["history"]]
     # a finished run resumed to the same epochs trains nothing more and reports the same
     again = fit(tiny(resumed, epochs=2, resume=True), **quiet)
-    assert again.steps == b["step"] and again.test_bpd == b["history"][-1]["test_bpd"]
+    assert again.optimizer_steps == b["step"] and again.test_bpd == b["history"][-1]["test_bpd"]
     with pytest.raises(ValueError, match="has trained 2 epochs, more than epochs=1"):
         fit(tiny(resumed, epochs=1, resume=True), **quiet)
 

@@ -25,7 +25,7 @@ TINY = dict(dataset="digits", models=("inverse-flow", "glow"), seeds=2, epochs=2
 
 
 def tiny(out, **kw) -> CompareConfig:
-    return CompareConfig(out=str(out), **{**TINY, **kw})
+    return CompareConfig.from_options(str(out), **{**TINY, **kw})
 
 
 def quiet(line):
@@ -145,8 +145,9 @@ def test_other_settings_are_refused_unless_overwrite(done, tmp_path):
 
 
 @pytest.mark.parametrize("kw,message", [
-    (dict(models=()), "models must be a non-empty subset of"),
-    (dict(models=("glow", "realnvp")), "models must be a non-empty subset of"),
+    (dict(models=()), "models must be a non-empty list of"),
+    (dict(models=("glow", "realnvp")), "models must be a non-empty list of"),
+    (dict(models=("glow", "cnn-glow")), r"models must be of one family \(glow-like: .*cnn-only: "),
     (dict(models=("glow", "glow")), "models must not repeat a model"),
     (dict(seeds=0), "seeds must be an integer >= 1, got 0"),
     (dict(epochs=0), "epochs must be an integer >= 1, got 0"),

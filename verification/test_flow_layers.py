@@ -10,7 +10,13 @@ from torch.autograd.functional import jacobian
 from invconv_core.flows import (MODELS, ActNorm, AffineCoupling, Conv1x1, FlowConfig, FlowSequence,
                                 InvConv2d, LogitTransform, SmoothLeakyReLU, Squeeze, bits_per_dim,
                                 build_flow)
-from invconv_core.flows.models import _step
+from invconv_core.flows.models import ALL_MODELS, REGISTRY
+
+
+def _step(model, channels, index, width, k):
+    """The layers of step ``index`` of ``model``, from the registry's builder."""
+    cfg = FlowConfig(model=model, width=width, kernel_size=k)
+    return REGISTRY[model].build_step(cfg, channels, index)
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +150,10 @@ PUBLISHED_STEPS = {
     "emerging": lambda o: [("ActNorm",), ("Conv1x1",), ("InvConv2d", "TL", "conv"),
                            ("InvConv2d", "BR", "conv"), ("AffineCoupling",)],
     "finc": lambda o: [("ActNorm",), ("Conv1x1",), ("InvConv2d", o, "conv"), ("AffineCoupling",)],
+    # the CNN-only family: the convolution is the only layer that mixes (no coupling)
+    "cnn-inverse-flow": lambda o: [("InvConv2d", o, "inverse"), ("ActNorm",), ("SmoothLeakyReLU",)],
+    "cnn-finc": lambda o: [("InvConv2d", o, "conv"), ("ActNorm",), ("SmoothLeakyReLU",)],
+    "cnn-glow": lambda o: [("Conv1x1",), ("ActNorm",), ("SmoothLeakyReLU",)],
 }
 
 
@@ -153,9 +163,9 @@ def _describe(layer):
     return (type(layer).__name__,)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_each_model_builds_its_published_step(model):
-    assert set(PUBLISHED_STEPS) == set(MODELS)
+    assert set(PUBLISHED_STEPS) == set(ALL_MODELS)
     for index, order in enumerate(["TL", "BR", "TR", "BL", "TL"]):
         layers = _step(model, 4, index, 8, 3)
         assert [_describe(lay) for lay in layers] == PUBLISHED_STEPS[model](order)
@@ -166,7 +176,7 @@ def test_each_model_builds_its_published_step(model):
         assert kinds == expected
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_one_step_inverse_and_logdet_against_the_dense_jacobian(model):
     torch.manual_seed(0)
     step = FlowSequence(_step(model, 4, 1, 8, 2)).double()
@@ -182,7 +192,7 @@ def test_one_step_inverse_and_logdet_against_the_dense_jacobian(model):
     torch.testing.assert_close(ld_inv, _jacobian_logdet(lambda v: step.inverse(v)[0], z))
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_model_logdet_and_exact_inverse(model):
     torch.manual_seed(0)
     flow = build_flow(FlowConfig(model=model, image_shape=(1, 4, 4), levels=2, steps=2, width=8,

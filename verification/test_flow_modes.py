@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import invconv_core as ic
-from invconv_core.flows import MODELS, FlowConfig, InvConv2d, build_flow, dequantize
+from invconv_core.flows import ALL_MODELS, FlowConfig, InvConv2d, build_flow, dequantize
 
 SHAPE = (1, 8, 8)
 
@@ -20,7 +20,7 @@ def _model(name):
     return model.initialize(x), x
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_trains_under_cpu_autocast(name):
     """Before: Inverse-Flow, FInC and Emerging failed ('y and weight must have the same dtype,
     got BFloat16 and Float'). The ops compute in float32 under autocast (invconv_core/_autocast.py):
@@ -57,7 +57,7 @@ def test_autocast_runs_the_ops_in_the_widest_dtype_and_errors_read_alike():
             op(y.bfloat16(), w)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_compiles_with_fullgraph(name):
     """Before: ActNorm's `if not bool(self.initialized)` broke the graph of every model. Once
     initialised (model.initialize), the forward and backward trace as one graph (dynamo with the

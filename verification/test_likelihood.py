@@ -19,7 +19,7 @@ import torch
 from torch.distributions import Normal
 
 from invconv_core import selfcheck
-from invconv_core.flows import (MODELS, FlowConfig, ImageData, bits_per_dim, build_flow, dequantize,
+from invconv_core.flows import (ALL_MODELS, FlowConfig, ImageData, bits_per_dim, build_flow, dequantize,
                                 evaluate_bpd, quantize)
 
 
@@ -68,7 +68,7 @@ def _independent_log_px(model, x):
     return logabsdet + log_prior
 
 
-@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("model_name", ALL_MODELS)
 @pytest.mark.parametrize("shape", [(1, 4, 4), (3, 4, 4)])
 def test_the_model_density_is_the_dense_jacobian_and_the_priors(model_name, shape):
     """Catches P2 (and any log-det or prior term that is wrong, missing or counted twice)."""

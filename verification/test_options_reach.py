@@ -11,14 +11,13 @@ from __future__ import annotations
 import pytest
 
 from invconv_core.flows import DATASET_INFO, AffineCoupling, InvConv2d, build_flow
-from invconv_core.flows.cli import compare_parser, train_config_from_args, train_parser
-from invconv_core.flows.comparison import CompareConfig
+from invconv_core.flows.cli import (compare_config_from_args, compare_parser, train_config_from_args,
+                                    train_parser)
 
 
 def _model(train_cfg):
-    """The model a training run of `train_cfg` builds (fit: flow_config from the data's facts)."""
-    info = DATASET_INFO[train_cfg.dataset]
-    return build_flow(train_cfg.flow_config(info.image_shape, info.n_bins))
+    """The model a training run of `train_cfg` builds (fit: flow_config, from the data's facts)."""
+    return build_flow(train_cfg.flow_config())
 
 
 def _kernel_sizes(model):
@@ -59,6 +58,7 @@ TRAINING = {
 # invconv-compare's own (not a run's): the CompareConfig field. (--overwrite there deletes the
 # comparison's runs and starts over: compare acts on it, its runs never see it.)
 COMPARE_ONLY = {"--models": (["glow", "finc"], "models", ("glow", "finc")),
+                "--depths": (["1", "3"], "depths", (1, 3)),
                 "--seeds": ("2", "seeds", 2), "--timing-repeats": ("4", "timing_repeats", 4),
                 "--progress": (None, "progress", True), "--overwrite": (None, "overwrite", True)}
 
@@ -104,19 +104,26 @@ def test_a_compare_option_reaches_every_run_it_trains(option):
     base = ["--out", "cmp"] if option != "--out" else []
     if option in COMPARE_ONLY:
         value, field, expected = COMPARE_ONLY[option]
-        cfg = CompareConfig(**vars(compare_parser().parse_args(_argv(option, value, base))))
+        cfg = compare_config_from_args(compare_parser().parse_args(_argv(option, value, base)))
+        if option == "--depths":  # a sweep: its comparison at each depth trains at that K
+            assert cfg.depths == expected
+            assert [_steps_of_level0(_model(cfg.at(k).train_config("inverse-flow", 0, 8)))
+                    for k in cfg.depths] == list(expected)
+            return
+        if option == "--progress":  # a run's option, set for every run of the comparison
+            cfg = cfg.train_config(cfg.models[-1], 1, cfg.run.width)
         assert getattr(cfg, field) == expected
         return
     spec = ARCHITECTURE.get(option) or TRAINING[option]
-    cfg = CompareConfig(**vars(compare_parser().parse_args(_argv(option, spec[0], base))))
-    run = cfg.train_config(cfg.models[0], 0, cfg.width)
+    cfg = compare_config_from_args(compare_parser().parse_args(_argv(option, spec[0], base)))
+    run = cfg.train_config(cfg.models[0], 0, cfg.run.width)
     if option in ARCHITECTURE:
         assert spec[1](run) == spec[2]
         flow = cfg.base_flow()  # the reference the other models are sized against
         assert dict(zip(("levels", "steps", "width", "kernel_size"),
                         (flow.levels, flow.steps, flow.width, flow.kernel_size))) == \
             dict(zip(("levels", "steps", "width", "kernel_size"),
-                     (run.levels or DATASET_INFO[cfg.dataset].levels, run.steps, run.width,
+                     (run.levels or DATASET_INFO[cfg.run.dataset].levels, run.steps, run.width,
                       run.kernel_size)))
     else:
         field, expected = spec[1], spec[2]
@@ -132,9 +139,8 @@ def test_the_option_check_catches_a_silently_ignored_kernel_size(monkeypatch):
 
     real = TrainConfig.flow_config
 
-    def planted(self, image_shape, n_bins):
-        return real(self, image_shape, n_bins).__class__(**{**real(self, image_shape, n_bins).to_dict(),
-                                                            "kernel_size": 3})
+    def planted(self):
+        return real(self).__class__(**{**real(self).to_dict(), "kernel_size": 3})
 
     monkeypatch.setattr(TrainConfig, "flow_config", planted)
     with pytest.raises(AssertionError):

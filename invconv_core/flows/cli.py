@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -27,10 +28,11 @@ import torch
 
 from .classify import CLASSIFIER_DATASETS, ClassifierConfig, train_classifier
 from .comparison import CompareConfig, compare
+from .depth_sweep import DepthSweepConfig, compare_depths
 from .data import DATASET_INFO, DATASETS
 from .errors import FlowError
 from .io import save_image_grid
-from .models import MODELS, FlowConfig
+from .models import ALL_MODELS, CNN_MODELS, FAMILY_REFERENCE, MODELS, FlowConfig, family_of
 from .sampling import load_flow, sample
 from .timing import markdown, median_seconds, time_models
 from .training import TrainConfig, fit
@@ -131,41 +133,84 @@ def run_tool(prog: str, body) -> int:
         return 1
 
 
+# ----------------------------------------------------------------------------- option groups
+# Each option is declared once, here; its default is the config field's (one home each), and the
+# option's dest is the field's name, so a parsed namespace maps onto the config by name.
+
+_RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_DATA_DIR_HELP = "directory with the dataset files (mnist, cifar10, imagenet; digits, photos and mnist5k are embedded)"
+
+
+def add_data_options(p) -> None:
+    """--dataset, --data-dir, --max-train, --max-test (TrainConfig fields)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=_RUN_DEFAULTS["dataset"])
+    g.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+    g.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
+    g.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
+
+
+def add_architecture_options(p, width_help: str = "hidden channels of the coupling networks "
+                                                  "(coupled models; the CNN-only ones have none)") -> None:
+    """--levels, --steps, --width, --kernel-size (TrainConfig → FlowConfig fields)."""
+    g = p.add_argument_group("architecture")
+    g.add_argument("--levels", type=_POS, default=None,
+                   help="L (default: " + ", ".join(f"{k} {v.levels}" for k, v in DATASET_INFO.items()) + ")")
+    g.add_argument("--steps", type=_POS, default=_RUN_DEFAULTS["steps"], help="K steps per level")
+    g.add_argument("--width", type=_POS, default=_RUN_DEFAULTS["width"], help=width_help)
+    g.add_argument("--kernel-size", type=_POS, default=_RUN_DEFAULTS["kernel_size"],
+                   help="k of the k×k invertible convolutions")
+
+
+def add_optimiser_options(p) -> None:
+    """--epochs, --batch-size, --lr, --lr-step, --grad-clip (TrainConfig fields)."""
+    g = p.add_argument_group("optimiser")
+    g.add_argument("--epochs", type=_POS, default=_RUN_DEFAULTS["epochs"],
+                   help="epochs of training (a resumed run continues to this)")
+    g.add_argument("--batch-size", type=_POS, default=_RUN_DEFAULTS["batch_size"], help="per process")
+    g.add_argument("--lr", type=float_option(0.0, strict=True), default=_RUN_DEFAULTS["lr"])
+    g.add_argument("--lr-step", type=_POS, default=None,
+                   help="epochs between lr/10 (default " + ", ".join(f"{k} {v.lr_step}" for k, v in DATASET_INFO.items()) + ")")
+    g.add_argument("--grad-clip", type=float_option(0.0), default=_RUN_DEFAULTS["grad_clip"],
+                   help="max gradient norm (0: off)")
+
+
+def add_sample_options(p) -> None:
+    """--samples, --temperature (TrainConfig fields: the run's final sample grid)."""
+    g = p.add_argument_group("samples")
+    g.add_argument("--samples", type=_POS, default=_RUN_DEFAULTS["samples"], help="images in each sample grid")
+    g.add_argument("--temperature", type=float_option(0.0), default=_RUN_DEFAULTS["temperature"],
+                   help="sampling temperature of the sample grids")
+
+
+def add_device_option(p, default=None) -> None:
+    p.add_argument("--device", type=device_option, default=default,
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
 # ----------------------------------------------------------------------------- invconv-train
 
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invconv-train",
-        description="Train a flow (Inverse-Flow or a baseline) and report test bits/dim.",
+        description="Train a flow (Inverse-Flow, a baseline, or a CNN-only flow) and report test bits/dim.",
         epilog="Writes OUT/last.pt every epoch, OUT/best.pt at the best test bits/dim, "
                "OUT/samples.png and OUT/metrics.json. Exit status: 0 done, 1 failed (one line on "
                "stderr), 2 bad command line, 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (continue with --resume).")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--model", choices=MODELS, default="inverse-flow")
-    p.add_argument("--epochs", type=_POS, default=20, help="total epochs (a resumed run continues to this)")
+    p.add_argument("--model", choices=ALL_MODELS, default=_RUN_DEFAULTS["model"])
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, metrics)")
-    p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt (it may change only --epochs, --device, "
                            "--data-dir, --workers, --samples, --temperature and progress; any other "
                            "setting that differs from the run's is refused)")
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
-    p.add_argument("--levels", type=_POS, default=None,
-                   help="L (default: " + ", ".join(f"{k} {v.levels}" for k, v in DATASET_INFO.items()) + ")")
-    p.add_argument("--steps", type=_POS, default=16, help="K steps per level")
-    p.add_argument("--width", type=_POS, default=64, help="hidden channels of the coupling networks")
-    p.add_argument("--kernel-size", type=_POS, default=3)
-    p.add_argument("--batch-size", type=_POS, default=100, help="per process")
-    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-3)
-    p.add_argument("--lr-step", type=_POS, default=None, help="epochs between lr/10 (default " + ", ".join(f"{k} {v.lr_step}" for k, v in DATASET_INFO.items()) + ")")
-    p.add_argument("--grad-clip", type=float_option(0.0), default=100.0, help="max gradient norm (0: off)")
-    p.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
-    p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
-    p.add_argument("--samples", type=_POS, default=64, help="images in samples.png")
-    p.add_argument("--temperature", type=float_option(0.0), default=0.8, help="sampling temperature for samples.png")
-    p.add_argument("--seed", type=_SEED, default=0)
-    p.add_argument("--workers", type=_NONNEG, default=0, help="DataLoader workers")
+    add_data_options(p)
+    add_architecture_options(p)
+    add_optimiser_options(p)
+    add_sample_options(p)
+    add_device_option(p)
+    p.add_argument("--seed", type=_SEED, default=_RUN_DEFAULTS["seed"])
+    p.add_argument("--workers", type=_NONNEG, default=_RUN_DEFAULTS["workers"], help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
 
@@ -216,21 +261,19 @@ def time_main(argv=None) -> int:
         description="The paper's timing table: forward (FT) and sampling (ST) time per batch, a "
                     "training step, and parameters, for every model at Inverse-Flow's size.")
     p.add_argument("--shape", choices=sorted(DATASET_INFO), default="mnist", help="image shape of this dataset")
-    p.add_argument("--levels", type=_POS, default=None, help="L (default: the dataset's)")
-    p.add_argument("--steps", type=_POS, default=16)
-    p.add_argument("--width", type=_POS, default=64, help="Inverse-Flow's coupling width")
-    p.add_argument("--kernel-size", type=_POS, default=3)
+    add_architecture_options(p, width_help=_REFERENCE_WIDTH_HELP)
     p.add_argument("--batch", type=_POS, default=100)
     p.add_argument("--repeats", type=_POS, default=5)
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
+    p.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(MODELS),
+                   help="models of one family (default: " + " ".join(MODELS) + "; CNN-only: " + " ".join(CNN_MODELS) + ")")
+    add_device_option(p, _DEVICE_DEFAULT)
     args = p.parse_args(argv)
 
     def body():
         info = DATASET_INFO[args.shape]
-        base = FlowConfig(model="inverse-flow", image_shape=info.image_shape,
-                          levels=args.levels or info.levels, steps=args.steps, width=args.width,
-                          kernel_size=args.kernel_size, n_bins=info.n_bins)
+        base = FlowConfig.for_dataset(args.shape, model=FAMILY_REFERENCE[family_of(args.models)],
+                                      levels=args.levels, steps=args.steps, width=args.width,
+                                      kernel_size=args.kernel_size)
         device = torch.device(args.device)
         rows = time_models(base, device, args.batch, args.repeats, args.models)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -267,46 +310,59 @@ def classify_main(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- invconv-compare
 
+_REFERENCE_WIDTH_HELP = ("the reference's coupling width (Inverse-Flow's); the other coupled models "
+                         "get the reference's parameter count; the CNN-only models have no couplings")
+
+
 def compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invconv-compare",
         description="Train every model (or --models) at equal parameter count for equal epochs over "
                     "--seeds seeds, then tabulate test bits/dim (mean ± std) and forward, sampling "
-                    "and training-step times side by side.",
+                    "and training-step times side by side; with --depths, one such comparison per "
+                    "number of steps K and a table of bits/dim against K.",
         epilog="Writes OUT/table.md, OUT/results.json, OUT/bpd_vs_epoch.png, OUT/samples/<model>.png "
-               "and one invconv-train run per model and seed in OUT/runs/<model>/seed<s>. Run it "
-               "again to continue: finished runs are skipped, interrupted ones resume. Exit status: "
-               "0 done, 1 failed (one line on stderr), 2 bad command line, 130 interrupted.")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+               "and one invconv-train run per model and seed in OUT/runs/<model>/seed<s> (with "
+               "--depths: one such directory OUT/steps<K> per K, and OUT/depth_table.md, "
+               "OUT/depths.json, OUT/bpd_vs_depth.png). Run it again to continue: finished runs "
+               "are skipped, interrupted ones resume. Exit status: 0 done, 1 failed (one line on "
+               "stderr), 2 bad command line, 130 interrupted.")
+    p.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(MODELS),
+                   help="models of one family (default: " + " ".join(MODELS) + "; CNN-only: " + " ".join(CNN_MODELS) + ")")
     p.add_argument("--seeds", type=_POS, default=3, help="seeds 0 .. S-1 per model")
-    p.add_argument("--epochs", type=_POS, default=40, help="epochs of every run")
+    p.add_argument("--depths", type=_POS, nargs="+", default=None,
+                   help="a depth sweep: one comparison per K of these (replaces --steps)")
     p.add_argument("--out", required=True, help="comparison directory")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the runs in OUT and start over (needed to change the settings of OUT)")
-    p.add_argument("--data-dir", default=None, help="directory with the dataset files (mnist, cifar10, imagenet; digits and photos are embedded)")
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--levels", type=_POS, default=None, help="L (default: the dataset's)")
-    p.add_argument("--steps", type=_POS, default=8, help="K steps per level")
-    p.add_argument("--width", type=_POS, default=64,
-                   help="Inverse-Flow's coupling width; the other models get Inverse-Flow's parameter count")
-    p.add_argument("--kernel-size", type=_POS, default=3)
-    p.add_argument("--batch-size", type=_POS, default=100)
-    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-3)
-    p.add_argument("--lr-step", type=_POS, default=None,
-                   help="epochs between lr/10 (default " + ", ".join(f"{k} {v.lr_step}" for k, v in DATASET_INFO.items()) + ")")
-    p.add_argument("--grad-clip", type=float_option(0.0), default=100.0, help="max gradient norm (0: off)")
-    p.add_argument("--max-train", type=_POS, default=None, help="use only the first N training images")
-    p.add_argument("--max-test", type=_POS, default=None, help="use only the first N test images")
-    p.add_argument("--samples", type=_POS, default=64, help="images in each sample grid")
-    p.add_argument("--temperature", type=float_option(0.0), default=0.8)
+    add_data_options(p)
+    add_architecture_options(p, width_help=_REFERENCE_WIDTH_HELP)
+    add_optimiser_options(p)
+    add_sample_options(p)
+    add_device_option(p)
     p.add_argument("--timing-repeats", type=_POS, default=5)
     p.add_argument("--progress", action="store_true", help="tqdm progress bars")
     return p
 
 
+def compare_config_from_args(args):
+    """A CompareConfig (or, with --depths, a DepthSweepConfig holding one) from the parsed
+    options: each option goes to the config with a field of its name."""
+    options = {k: v for k, v in vars(args).items() if k != "depths"}
+    if args.depths:
+        return DepthSweepConfig(CompareConfig.from_options(**options), tuple(args.depths))
+    return CompareConfig.from_options(**options)
+
+
 def compare_main(argv=None) -> int:
     parser = compare_parser()
     args = parser.parse_args(argv)
-    return run_tool(parser.prog, lambda: compare(CompareConfig(**vars(args)),
-                                                 log=lambda line: print(line, flush=True)))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+
+    def body():
+        cfg = compare_config_from_args(args)
+        if isinstance(cfg, DepthSweepConfig):
+            compare_depths(cfg, log=log)
+        else:
+            compare(cfg, log=log)
+    return run_tool(parser.prog, body)

@@ -4,13 +4,18 @@ equal epochs over several seeds on one dataset, then measured side by side
 line is ``invconv-compare``).
 
     from invconv_core.flows import CompareConfig, compare
-    result = compare(CompareConfig(out="runs/compare", dataset="digits", seeds=3, epochs=40))
+    result = compare(CompareConfig.from_options("runs/compare", dataset="digits", seeds=3, epochs=40))
     print(result.markdown)
 
-"Equal parameter count": Inverse-Flow keeps the coupling width ``width``; every other model
-gets the width that brings its parameter count closest to Inverse-Flow's
-(:func:`invconv_core.flows.timing.equal_size_configs`). Seeds are ``0 … seeds−1`` (the seed of
-the initialisation, the data order and the dequantization noise).
+(``from_options`` splits the options between the comparison and ``CompareConfig.run``, the
+template of every run; :mod:`.depth_sweep` repeats a comparison over the number of steps.)
+
+"Equal parameter count": Inverse-Flow keeps the coupling width ``width``; every other coupled
+model gets the width that brings its parameter count closest to Inverse-Flow's
+(:func:`invconv_core.flows.timing.equal_size_configs`); the CNN-only models have no couplings,
+so cnn-inverse-flow and cnn-finc are equal by construction and cnn-glow (1×1) has fewer.
+Seeds are ``0 … seeds−1`` (the seed of the initialisation, the data order and the
+dequantization noise).
 
 ``out`` holds:
 
@@ -52,82 +57,85 @@ import torch
 from .data import DATASET_INFO, load_dataset
 from .errors import RunExistsError
 from .io import atomic_write_bytes, atomic_write_json, save_image_grid
-from .models import MODELS, FlowConfig
+from .models import FAMILY_REFERENCE, MODELS, FlowConfig, family_of
 from .sampling import load_flow, sample
 from .timing import equal_size_configs, time_models
-from .training import TrainConfig, TrainResult, fit
+from .training import RESUME_MAY_CHANGE, TrainConfig, TrainResult, fit
 from .runlock import run_lock
-from .validate import check_output_dir, require_float, require_int
+from .validate import check_output_dir, require_int
 
 __all__ = ["CompareConfig", "CompareResult", "ModelSummary", "compare", "run_directory"]
 
-# The CompareConfig fields that define what a run is: an out trained with other values of these
-# cannot be continued (compare.json holds them).
-_DEFINING = ("dataset", "levels", "steps", "width", "kernel_size", "batch_size", "lr", "lr_step",
-             "grad_clip", "max_train", "max_test")
+#: TrainConfig fields each run of a comparison sets for itself (its directory, model, seed);
+#: ``width`` is the reference's in the template and matched per model.
+_PER_RUN = ("out", "model", "seed", "resume", "overwrite")
+
+
+def _defining_fields() -> tuple:
+    """The run settings that define what a comparison's runs are: every TrainConfig field a
+    resumed run may not change (:data:`RESUME_MAY_CHANGE`), but the per-run ones. An ``out``
+    trained with other values of these cannot be continued (compare.json holds them)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig)
+                 if f.name not in RESUME_MAY_CHANGE and f.name not in _PER_RUN)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """One comparison. ``levels=None`` and ``lr_step=None`` take the dataset's defaults
-    (``DATASET_INFO``); ``width`` is Inverse-Flow's coupling width (the others are matched to its
-    parameter count); ``max_train``/``max_test`` keep only the first N images."""
+    """One comparison. ``run`` is the template of every run it trains (a :class:`TrainConfig`:
+    dataset, epochs, architecture, optimiser, data subset, samples; default ``TrainConfig``'s
+    defaults): each (model, seed) run is the template with its own ``out``
+    (:func:`run_directory`), ``model``, ``seed`` and -- for a coupled model -- the coupling
+    width matched to the reference's parameter count; the template's ``width`` is the
+    reference's. The reference is the first model of the family (``FAMILY_REFERENCE``:
+    Inverse-Flow, or cnn-inverse-flow for the CNN-only models), whether or not it is in
+    ``models``. :meth:`from_options` takes the run's options flat, as the command line does."""
 
     out: str
-    dataset: str = "digits"
+    run: TrainConfig | None = None
     models: tuple = MODELS
     seeds: int = 3
-    epochs: int = 40
-    data_dir: str | None = None
-    device: str | None = None          # None: cuda if available, else cpu
-    overwrite: bool = False
-    levels: int | None = None
-    steps: int = 8
-    width: int = 64
-    kernel_size: int = 3
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_step: int | None = None
-    grad_clip: float = 100.0
-    max_train: int | None = None
-    max_test: int | None = None
-    samples: int = 64                  # images in each samples/<model>.png
-    temperature: float = 0.8
+    overwrite: bool = False            # delete out/runs and start over
     timing_repeats: int = 5            # median of this many timed batches (after one warm-up)
-    progress: bool = False             # tqdm progress bars of each run
 
     def __post_init__(self):
+        if not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"out must be a directory path, got {self.out!r}")
         models = (self.models,) if isinstance(self.models, str) else tuple(self.models)
         object.__setattr__(self, "models", models)
-        unknown = [m for m in models if m not in MODELS]
-        if unknown or not models:
-            raise ValueError(f"models must be a non-empty subset of {', '.join(MODELS)}, got {list(models)}")
+        family = family_of(models)
         if len(set(models)) != len(models):
             raise ValueError(f"models must not repeat a model, got {list(models)}")
         require_int("seeds", self.seeds, 1)
         require_int("timing_repeats", self.timing_repeats, 1)
-        require_float("temperature", self.temperature, 0.0)
-        self.train_config(models[0], 0, self.width)  # every TrainConfig check, with its message
+        run = self.run if self.run is not None else TrainConfig(out=self.out)
+        if not isinstance(run, TrainConfig):
+            raise ValueError(f"run must be a TrainConfig (the template of every run), got {type(run).__name__}")
+        object.__setattr__(self, "run", dataclasses.replace(
+            run, out=self.out, model=FAMILY_REFERENCE[family], seed=0, resume=False, overwrite=False))
+
+    @classmethod
+    def from_options(cls, out: str, **options) -> "CompareConfig":
+        """``CompareConfig(out, run=TrainConfig(out, **run_options), **compare_options)``: each
+        option goes to the config that has a field of its name (CompareConfig's first)."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"out", "run"}
+        run_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(k for k in options if k not in own and k not in run_fields)
+        if unknown:
+            raise TypeError(f"CompareConfig.from_options: unknown option(s) {', '.join(unknown)}")
+        return cls(out=out, run=TrainConfig(out=out, **{k: v for k, v in options.items() if k not in own}),
+                   **{k: v for k, v in options.items() if k in own})
 
     def train_config(self, model: str, seed: int, width: int) -> TrainConfig:
         """The invconv-train run of ``model`` at coupling ``width`` with ``seed``."""
-        return TrainConfig(
-            out=run_directory(self.out, model, seed), dataset=self.dataset, model=model,
-            epochs=self.epochs, data_dir=self.data_dir, device=self.device, levels=self.levels,
-            steps=self.steps, width=width, kernel_size=self.kernel_size, batch_size=self.batch_size,
-            lr=self.lr, lr_step=self.lr_step, grad_clip=self.grad_clip, max_train=self.max_train,
-            max_test=self.max_test, samples=self.samples, temperature=self.temperature, seed=seed,
-            progress=self.progress)
+        return dataclasses.replace(self.run, out=run_directory(self.out, model, seed), model=model,
+                                   seed=seed, width=width)
 
     def base_flow(self) -> FlowConfig:
-        """Inverse-Flow's architecture (the reference of the equal parameter count)."""
-        info = DATASET_INFO[self.dataset]
-        return FlowConfig(model="inverse-flow", image_shape=info.image_shape,
-                          levels=self.levels or info.levels, steps=self.steps, width=self.width,
-                          kernel_size=self.kernel_size, n_bins=info.n_bins)
+        """The reference architecture (the other models are sized against its parameter count)."""
+        return self.run.flow_config()
 
     def defining(self) -> dict:
-        return {k: getattr(self, k) for k in _DEFINING}
+        return {k: getattr(self.run, k) for k in _defining_fields()}
 
 
 def run_directory(out: str, model: str, seed: int) -> str:
@@ -139,7 +147,7 @@ class ModelSummary:
     """One row of the table: a model over its seeds (times in seconds per batch of 100)."""
 
     model: str
-    width: int
+    width: int | None                  # coupling width; None for a model without couplings
     parameters: int
     test_bpd_mean: float
     test_bpd_std: float | None         # sample standard deviation; None for one seed
@@ -189,7 +197,10 @@ def _check_settings(cfg: CompareConfig) -> None:
         raise RunExistsError(f"{path}: not a readable invconv-compare settings file ({err}); use "
                              f"another out, or overwrite to start over") from None
     ours = cfg.defining()
-    changed = [f"{k} {saved.get(k)!r} → {ours[k]!r}" for k in _DEFINING if saved.get(k) != ours[k]]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    # a setting added since the file was written: the run was trained with its default
+    changed = [f"{k} {saved.get(k, defaults[k])!r} → {ours[k]!r}" for k in ours
+               if saved.get(k, defaults[k]) != ours[k]]
     if changed:
         raise RunExistsError(f"{cfg.out}: holds a comparison trained with other settings "
                              f"({', '.join(changed)}); use another out (--out), or overwrite "
@@ -199,15 +210,12 @@ def _check_settings(cfg: CompareConfig) -> None:
 def _load_finished(train_cfg: TrainConfig, flow: FlowConfig) -> TrainResult | None:
     """The run's TrainResult if it has finished ``train_cfg.epochs`` epochs of this
     architecture, else None (not started, interrupted, or to be continued to more epochs)."""
-    import json
     path = os.path.join(train_cfg.out, "metrics.json")
     if not os.path.isfile(path):
         return None
     try:
         with open(path) as f:
-            d = json.load(f)
-        d["history"] = tuple(d["history"])
-        result = TrainResult(**d)
+            result = TrainResult.from_dict(json.load(f))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: the run is continued from last.pt, which rewrites it
     if result.epochs != train_cfg.epochs or flow.differences(result.config):
@@ -239,11 +247,12 @@ def _summaries(configs: dict, runs: list, timing: list) -> list:
         mine = [r for r in runs if r.model == model]
         bpd = [r.test_bpd for r in mine]
         t = next(row for row in timing if row["model"] == model)
-        if t["width"] != flow.width or t["parameters"] != mine[0].parameters:  # one equal-size rule
+        width = flow.width if flow.spec.coupled else None
+        if t["width"] != width or t["parameters"] != mine[0].parameters:  # one equal-size rule
             raise AssertionError(f"{model}: timed width {t['width']} / {t['parameters']} parameters "
-                                 f"differ from the trained {flow.width} / {mine[0].parameters}")
+                                 f"differ from the trained {width} / {mine[0].parameters}")
         rows.append(ModelSummary(
-            model=model, width=flow.width, parameters=mine[0].parameters,
+            model=model, width=width, parameters=mine[0].parameters,
             test_bpd_mean=statistics.fmean(bpd),
             test_bpd_std=statistics.stdev(bpd) if len(bpd) > 1 else None,
             test_bpd_per_seed=tuple(bpd), forward_seconds=t["forward_seconds"],
@@ -253,14 +262,14 @@ def _summaries(configs: dict, runs: list, timing: list) -> list:
 
 
 def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.device) -> str:
-    info = DATASET_INFO[cfg.dataset]
+    info = DATASET_INFO[cfg.run.dataset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
-    head = (f"{cfg.dataset} {'×'.join(map(str, info.image_shape))}, {info.n_bins} levels; "
-            f"L={base.levels}, K={base.steps}, k={base.kernel_size}; {cfg.epochs} epochs, batch "
-            f"{cfg.batch_size}, Adam {cfg.lr:g} (÷10 every {cfg.lr_step or info.lr_step} epochs); "
+    head = (f"{cfg.run.dataset} {'×'.join(map(str, info.image_shape))}, {info.n_bins} levels; "
+            f"L={base.levels}, K={base.steps}, k={base.kernel_size}; {cfg.run.epochs} epochs, batch "
+            f"{cfg.run.batch_size}, Adam {cfg.run.lr:g} (÷10 every {cfg.run.lr_step or info.lr_step} epochs); "
             f"seeds 0–{cfg.seeds - 1}; {where}")
-    glow = next((r for r in rows if r.model == "glow"), None)
+    glow = next((r for r in rows if r.model in ("glow", "cnn-glow")), None)
     lines = [head, "",
              f"| model | coupling width | parameters | test bits/dim (mean ± std, {cfg.seeds} "
              f"seed{'s' if cfg.seeds > 1 else ''}) | − Glow's | FT (ms / 100) | ST (ms / 100) | "
@@ -269,7 +278,7 @@ def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.de
     for r in rows:
         spread = f" ± {r.test_bpd_std:.4f}" if r.test_bpd_std is not None else ""
         delta = f"{r.test_bpd_mean - glow.test_bpd_mean:+.4f}" if glow else "—"
-        lines.append(f"| {r.model} | {r.width} | {r.parameters:,} | {r.test_bpd_mean:.4f}{spread} | "
+        lines.append(f"| {r.model} | {r.width or '—'} | {r.parameters:,} | {r.test_bpd_mean:.4f}{spread} | "
                      f"{delta} | {r.forward_seconds * 1e3:.1f} | {r.sample_seconds * 1e3:.1f} | "
                      f"{r.train_step_seconds * 1e3:.1f} | {r.train_seconds_per_run:.1f} |")
     lines += ["", "Test bits/dim after the last epoch, on the test split; FT = forward "
@@ -326,8 +335,8 @@ def compare(cfg: CompareConfig, log=print) -> CompareResult:
 
 def _compare(cfg: CompareConfig, log) -> CompareResult:
     _check_settings(cfg)
-    load_dataset(cfg.dataset, "test", cfg.data_dir)  # a missing file or package fails now, not later
-    device = _device(cfg.device)
+    load_dataset(cfg.run.dataset, "test", cfg.run.data_dir)  # a missing file or package fails now, not later
+    device = _device(cfg.run.device)
     base = cfg.base_flow()
     configs = equal_size_configs(base, cfg.models)
     if cfg.overwrite and os.path.isdir(os.path.join(cfg.out, "runs")):
@@ -341,15 +350,15 @@ def _compare(cfg: CompareConfig, log) -> CompareResult:
     rows = _summaries(configs, runs, timing)
     for r in rows:  # the seed-0 model of each
         model = load_flow(os.path.join(run_directory(cfg.out, r.model, 0), "last.pt"), device)
-        images = sample(model, cfg.samples, cfg.temperature, seed=0)
+        images = sample(model, cfg.run.samples, cfg.run.temperature, seed=0)
         save_image_grid(images, os.path.join(cfg.out, "samples", f"{r.model}.png"),
                         scale=4 if base.image_shape[1] <= 16 else 1)
     table = _markdown(cfg, base, rows, device)
     _plot(rows, runs, os.path.join(cfg.out, "bpd_vs_epoch.png"),
-          f"{cfg.dataset}: test bits/dim, mean over {cfg.seeds} seed(s) (band: best to worst)")
-    result = CompareResult(out=cfg.out, dataset=cfg.dataset, n_bins=base.n_bins, epochs=cfg.epochs,
+          f"{cfg.run.dataset}: test bits/dim, mean over {cfg.seeds} seed(s) (band: best to worst)")
+    result = CompareResult(out=cfg.out, dataset=cfg.run.dataset, n_bins=base.n_bins, epochs=cfg.run.epochs,
                            seeds=cfg.seeds, device=str(device),
-                           settings={**dataclasses.asdict(cfg), "models": list(cfg.models)},
+                           settings={**dataclasses.asdict(cfg), "models": list(cfg.models)},  # run: nested
                            models=tuple(rows), runs=tuple(runs), markdown=table)
     atomic_write_bytes(table.encode(), os.path.join(cfg.out, "table.md"))
     atomic_write_json(result.to_dict(), os.path.join(cfg.out, "results.json"))

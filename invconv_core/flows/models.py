@@ -19,6 +19,18 @@ after the last level. Each model builds its step as published (data→latent ord
                   Source: FInC Flow (Kallappa, Nagar & Varma, VISAPP 2023): the Emerging step
                   with a single masked k×k convolution. Sampling needs one wavefront solve.
 
+The CNN-only family (the paper's Table 4, after Self-Normalizing Flows): the k×k (or 1×1)
+convolution is the only layer that mixes pixels or channels; no coupling, so ``width`` is unused.
+
+    cnn-inverse-flow  InvConv2d (inverse placement) → ActNorm → SmoothLeakyReLU.
+    cnn-finc          causal k×k conv (conv placement, FInC/Emerging's) → ActNorm → SmoothLeakyReLU:
+                      the same parameters as cnn-inverse-flow, the inverse where it is not.
+    cnn-glow          Conv1x1 → ActNorm → SmoothLeakyReLU: Glow's 1×1, the weak baseline
+                      (C² weights per step against C²(k²−1)/2 + C(C+1)/2 for the k×k ones).
+
+Every model is one ``@register_model`` step builder (``REGISTRY``); the builder receives the
+whole :class:`FlowConfig`.
+
 The k×k orders alternate TL, BR, TR, BL from step to step (inverse-flow, finc) so the
 receptive field covers every direction. The invertible 1×1 convolution mixes all channels
 before each coupling, so successive couplings do not always transform the same half (no fixed
@@ -37,13 +49,14 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowLayer, FlowSequence, InvConv2d,
-                     LogitTransform, Squeeze, _ZeroConv)
+from .layers import (ActNorm, AffineCoupling, Conv1x1, FlowSequence, InvConv2d, LogitTransform,
+                     SmoothLeakyReLU, Squeeze, _ZeroConv)
 from .validate import require_int
 
-__all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "allocate_flow", "MODELS"]
+__all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "allocate_flow", "MODELS",
+           "CNN_MODELS", "ALL_MODELS", "REGISTRY", "ModelSpec", "register_model", "FAMILY_REFERENCE",
+           "family_of"]
 
-MODELS = ("inverse-flow", "glow", "emerging", "finc")
 _ORDERS = ("TL", "BR", "TR", "BL")
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -57,15 +70,15 @@ class FlowConfig:
     image_shape: tuple = (1, 8, 8)     # (C, H, W)
     levels: int = 2
     steps: int = 4
-    width: int = 64                    # hidden channels of each coupling network
+    width: int = 64                    # hidden channels of each coupling network (coupled models)
     kernel_size: int = 3               # of the k×k invertible convolutions
     n_bins: int = 17
     logit_alpha: float = 0.05
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model not in REGISTRY:
+            raise ValueError(f"model must be one of {', '.join(REGISTRY)}, got {self.model!r}")
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {self.image_shape}")
         for name in ("levels", "steps", "width", "kernel_size"):
@@ -73,6 +86,24 @@ class FlowConfig:
         require_int("n_bins", self.n_bins, 2)
         if not 0 <= self.logit_alpha < 0.5:
             raise ValueError(f"logit_alpha must be in [0, 0.5), got {self.logit_alpha!r}")
+
+    @classmethod
+    def for_dataset(cls, dataset: str, model: str = "inverse-flow", levels: int | None = None,
+                    **architecture) -> "FlowConfig":
+        """The one place a config is built from a dataset's facts (``DATASET_INFO``): its image
+        shape and ``n_bins``, and its default ``levels`` when ``levels`` is None; the other
+        fields (``steps``, ``width``, ``kernel_size``, ...) from ``architecture``."""
+        from .data import DATASET_INFO, DATASETS
+        if dataset not in DATASET_INFO:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        info = DATASET_INFO[dataset]
+        return cls(model=model, image_shape=info.image_shape, levels=levels or info.levels,
+                   n_bins=info.n_bins, **architecture)
+
+    @property
+    def spec(self) -> "ModelSpec":
+        """The registry entry of ``model``."""
+        return REGISTRY[self.model]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -102,24 +133,119 @@ def _gaussian_logp(x, mean, logs):
     return (-0.5 * (_LOG_2PI + 2 * logs + (x - mean) ** 2 * torch.exp(-2 * logs))).flatten(1).sum(1)
 
 
-def _step(model: str, channels: int, index: int, width: int, k: int) -> list[FlowLayer]:
-    """The layers of step ``index`` of ``model`` in data→latent order (the module docstring
-    gives each model's source)."""
-    order = _ORDERS[index % 4]
-    coupling = AffineCoupling(channels, width)
-    if model == "inverse-flow":
-        return [InvConv2d(channels, k, order, placement="inverse"), ActNorm(channels),
-                Conv1x1(channels), coupling]
-    if model == "glow":
-        return [ActNorm(channels), Conv1x1(channels), coupling]
-    if model == "emerging":
-        return [ActNorm(channels), Conv1x1(channels),
-                InvConv2d(channels, k, "TL", placement="conv"),
-                InvConv2d(channels, k, "BR", placement="conv"), coupling]
-    if model == "finc":
-        return [ActNorm(channels), Conv1x1(channels),
-                InvConv2d(channels, k, order, placement="conv"), coupling]
-    raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the registry: ``build_step(config, channels, index)`` returns the layers of
+    step ``index`` (0-based, within a level) at ``channels`` channels in data→latent order; it
+    receives the whole :class:`FlowConfig`, so a model reads any option it needs from there.
+    ``family`` groups the models compared with one another (``MODELS``: the glow-like family,
+    ``CNN_MODELS``: the CNN-only one); ``coupled``: the model has affine couplings, so
+    ``width`` sizes it (equal-size matching varies ``width``, docs/design.md)."""
+
+    name: str
+    family: str
+    coupled: bool
+    build_step: object
+    summary: str
+
+
+#: Every model by name, in registration order. Adding a model: one ``@register_model`` function
+#: here (docs/design.md, "Adding a model").
+REGISTRY: dict = {}
+
+
+def register_model(name: str, family: str, coupled: bool, summary: str):
+    """Decorator registering ``build_step(config, channels, index) -> list[FlowLayer]``."""
+    def add(build_step):
+        if name in REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        REGISTRY[name] = ModelSpec(name, family, coupled, build_step, summary)
+        return build_step
+    return add
+
+
+def _order(index: int) -> str:
+    return _ORDERS[index % 4]
+
+
+@register_model("inverse-flow", "glow-like", True,
+                "InvConv2d (inverse placement) → ActNorm → Conv1x1 → AffineCoupling")
+def _inverse_flow_step(cfg, channels, index):
+    return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="inverse"),
+            ActNorm(channels), Conv1x1(channels), AffineCoupling(channels, cfg.width)]
+
+
+@register_model("glow", "glow-like", True, "ActNorm → Conv1x1 → AffineCoupling")
+def _glow_step(cfg, channels, index):
+    return [ActNorm(channels), Conv1x1(channels), AffineCoupling(channels, cfg.width)]
+
+
+@register_model("emerging", "glow-like", True,
+                "ActNorm → Conv1x1 → causal k×k conv (TL) → causal k×k conv (BR) → AffineCoupling")
+def _emerging_step(cfg, channels, index):
+    k = cfg.kernel_size
+    return [ActNorm(channels), Conv1x1(channels),
+            InvConv2d(channels, k, "TL", placement="conv"),
+            InvConv2d(channels, k, "BR", placement="conv"), AffineCoupling(channels, cfg.width)]
+
+
+@register_model("finc", "glow-like", True,
+                "ActNorm → Conv1x1 → one causal k×k conv → AffineCoupling")
+def _finc_step(cfg, channels, index):
+    return [ActNorm(channels), Conv1x1(channels),
+            InvConv2d(channels, cfg.kernel_size, _order(index), placement="conv"),
+            AffineCoupling(channels, cfg.width)]
+
+
+#: Slope of the CNN-only models' SmoothLeakyReLU for x → −∞ (Self-Normalizing Flows' value).
+CNN_ACTIVATION_ALPHA = 0.1
+
+
+def _activation(cfg):
+    return SmoothLeakyReLU(CNN_ACTIVATION_ALPHA)
+
+
+@register_model("cnn-inverse-flow", "cnn-only", False,
+                "InvConv2d (inverse placement) → ActNorm → SmoothLeakyReLU")
+def _cnn_inverse_flow_step(cfg, channels, index):
+    return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="inverse"),
+            ActNorm(channels), _activation(cfg)]
+
+
+@register_model("cnn-finc", "cnn-only", False,
+                "causal k×k conv (FInC/Emerging placement) → ActNorm → SmoothLeakyReLU")
+def _cnn_finc_step(cfg, channels, index):
+    return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="conv"),
+            ActNorm(channels), _activation(cfg)]
+
+
+@register_model("cnn-glow", "cnn-only", False, "Conv1x1 → ActNorm → SmoothLeakyReLU")
+def _cnn_glow_step(cfg, channels, index):
+    return [Conv1x1(channels), ActNorm(channels), _activation(cfg)]
+
+
+#: The glow-like family: invconv-compare's and invconv-time's default models.
+MODELS = tuple(n for n, m in REGISTRY.items() if m.family == "glow-like")
+#: The CNN-only family (the paper's Table 4): the k×k (or 1×1) convolutions are the only layers
+#: that mix pixels.
+CNN_MODELS = tuple(n for n, m in REGISTRY.items() if m.family == "cnn-only")
+ALL_MODELS = tuple(REGISTRY)
+#: The model of each family the others are sized against (equal parameter count).
+FAMILY_REFERENCE = {"glow-like": "inverse-flow", "cnn-only": "cnn-inverse-flow"}
+
+
+def family_of(models) -> str:
+    """The one family of ``models`` (names of the registry); ValueError for an empty list, an
+    unknown name or models of two families (they are not compared with one another)."""
+    models = tuple(models)
+    unknown = [m for m in models if m not in REGISTRY]
+    if unknown or not models:
+        raise ValueError(f"models must be a non-empty list of {', '.join(REGISTRY)}, got {list(models)}")
+    families = sorted({REGISTRY[m].family for m in models})
+    if len(families) > 1:
+        raise ValueError(f"models must be of one family (glow-like: {', '.join(MODELS)}; cnn-only: "
+                         f"{', '.join(CNN_MODELS)}), got {list(models)}")
+    return families[0]
 
 
 class SplitPrior(nn.Module):
@@ -164,7 +290,7 @@ class MultiScaleFlow(nn.Module):
             c, h, w = 4 * c, h // 2, w // 2
             layers = [Squeeze()]
             for s in range(config.steps):
-                layers += _step(config.model, c, s, config.width, config.kernel_size)
+                layers += REGISTRY[config.model].build_step(config, c, s)
             self.levels.append(FlowSequence(layers))
             if level < config.levels - 1:
                 self.splits.append(SplitPrior(c))

@@ -3,8 +3,10 @@ r"""The paper's timing table: forward time (FT, data→latent log-likelihood) an
 for Inverse-Flow and every baseline at equal size, in one run (:func:`time_models`; the
 command line is ``invconv-time``).
 
-"Equal size": each baseline's coupling width is chosen so its parameter count is the closest
-to Inverse-Flow's. Inputs are random data (timing does not depend on the values).
+"Equal size": each coupled baseline's coupling width is chosen so its parameter count is the
+closest to the reference's (Inverse-Flow's; ``base``'s model). A model without couplings (the
+CNN-only family) has no width to vary: its count is its architecture's, reported as it is.
+Inputs are random data (timing does not depend on the values).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from .bpd import bits_per_dim
-from .models import MODELS, FlowConfig, build_flow
+from .models import MODELS, REGISTRY, FlowConfig, build_flow, family_of
 from .validate import require_int
 
 __all__ = ["time_models", "markdown", "matched_config", "equal_size_configs", "median_seconds",
@@ -43,17 +45,16 @@ def matched_config(base: FlowConfig, model: str, target: int) -> FlowConfig:
 
 
 def equal_size_configs(base: FlowConfig, models=MODELS) -> dict:
-    """``{model: FlowConfig}`` for each of ``models`` at equal size: Inverse-Flow keeps
-    ``base``'s coupling width, every other model gets the width whose parameter count is the
-    closest to Inverse-Flow's (:func:`matched_config`). Raises ValueError for an empty list or
-    an unknown model."""
+    """``{model: FlowConfig}`` for each of ``models`` at equal size: ``base.model`` (the
+    reference, e.g. Inverse-Flow) keeps ``base``'s coupling width, every other coupled model
+    gets the width whose parameter count is the closest to the reference's
+    (:func:`matched_config`); a model without couplings keeps ``base`` (nothing to vary).
+    Raises ValueError for an empty list, an unknown model or models of two families."""
     models = tuple(models)
-    unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
-        raise ValueError(f"models must be a non-empty subset of {', '.join(MODELS)}, got {list(models)}")
-    ref = n_params(build_flow(base, model="inverse-flow"))
-    return {m: dataclasses.replace(base, model=m) if m == "inverse-flow" else matched_config(base, m, ref)
-            for m in models}
+    family_of(models)
+    ref = n_params(build_flow(base))
+    return {m: matched_config(base, m, ref) if REGISTRY[m].coupled and m != base.model
+            else dataclasses.replace(base, model=m) for m in models}
 
 
 def _timed(fn, device) -> float:
@@ -78,8 +79,8 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
                 models=MODELS) -> list[dict]:
     """One row per model of ``models``: ``model``, ``width``, ``parameters``,
     ``forward_seconds``, ``sample_seconds``, ``train_step_seconds`` (medians of ``repeats`` for
-    a batch of ``batch`` random images). Inverse-Flow uses ``base``; every other model the
-    coupling width that gives it Inverse-Flow's parameter count.
+    a batch of ``batch`` random images); ``width`` None for a model without couplings. Sized by
+    :func:`equal_size_configs` (``base``'s model is the reference).
 
     The models are timed round by round -- each round one train step, one forward and one
     sampling call of every model in turn, after a warm-up round -- so a machine that speeds up
@@ -117,7 +118,8 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
                 times["train"].append(train_s)
                 times["forward"].append(ft)
                 times["sample"].append(st)
-    return [{"model": name, "width": cfg.width, "parameters": n_params(model),
+    return [{"model": name, "width": cfg.width if cfg.spec.coupled else None,
+             "parameters": n_params(model),
              "forward_seconds": float(np.median(t["forward"])),
              "sample_seconds": float(np.median(t["sample"])),
              "train_step_seconds": float(np.median(t["train"]))}
@@ -125,12 +127,12 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
 
 
 def markdown(rows, title: str) -> str:
-    glow = next((r for r in rows if r["model"] == "glow"), None)
+    glow = next((r for r in rows if r["model"] in ("glow", "cnn-glow")), None)
     lines = [f"{title}", "",
              "| model | coupling width | parameters | FT (ms / 100) | ST (ms / 100) | train step (ms / 100) | ST / Glow ST |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         rel = f"{r['sample_seconds'] / glow['sample_seconds']:.2f}×" if glow else "—"
-        lines.append(f"| {r['model']} | {r['width']} | {r['parameters']:,} | {r['forward_seconds'] * 1e3:.2f} | "
+        lines.append(f"| {r['model']} | {r['width'] or '—'} | {r['parameters']:,} | {r['forward_seconds'] * 1e3:.2f} | "
                      f"{r['sample_seconds'] * 1e3:.2f} | {r['train_step_seconds'] * 1e3:.2f} | {rel} |")
     return "\n".join(lines)

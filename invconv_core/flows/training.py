@@ -48,7 +48,7 @@ from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
 from .data import DATASET_INFO, DATASETS, ImageData, load_dataset, require_usable_splits
 from .errors import CheckpointError, RunExistsError, TrainingDiverged
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
-from .models import MODELS, FlowConfig, allocate_flow
+from .models import ALL_MODELS, FlowConfig, allocate_flow
 from .timing import median_seconds
 from .runlock import refuse_if_locked, run_lock
 from .validate import SEED_MAX, check_output_dir, require_device, require_float, require_int
@@ -93,8 +93,8 @@ class TrainConfig:
             raise ValueError(f"out must be a directory path, got {self.out!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model not in ALL_MODELS:
+            raise ValueError(f"model must be one of {', '.join(ALL_MODELS)}, got {self.model!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: continue the run in out, "
                              "or replace it")
@@ -111,11 +111,12 @@ class TrainConfig:
         require_float("grad_clip", self.grad_clip, 0.0)
         require_float("temperature", self.temperature, 0.0)
 
-    def flow_config(self, image_shape, n_bins) -> FlowConfig:
-        info = DATASET_INFO[self.dataset]
-        return FlowConfig(model=self.model, image_shape=tuple(image_shape),
-                          levels=self.levels or info.levels, steps=self.steps, width=self.width,
-                          kernel_size=self.kernel_size, n_bins=n_bins)
+    def flow_config(self) -> FlowConfig:
+        """The architecture this run trains: :meth:`FlowConfig.for_dataset` (image shape,
+        ``n_bins`` and default ``levels`` from the dataset's facts) with this run's options."""
+        return FlowConfig.for_dataset(self.dataset, model=self.model, levels=self.levels,
+                                      steps=self.steps, width=self.width,
+                                      kernel_size=self.kernel_size)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class TrainResult:
     test_bpd: float                    # after the last epoch
     best_test_bpd: float
     epochs: int                        # trained so far, in all sessions of the run
-    steps: int
+    optimizer_steps: int               # Adam steps so far (not the flow's K, TrainConfig.steps)
     train_seconds: float
     sample_seconds_per_100: float
     forward_seconds_per_100: float
@@ -143,6 +144,16 @@ class TrainResult:
         d = dataclasses.asdict(self)
         d["history"] = [dict(h) for h in self.history]
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainResult":
+        """The result of a ``metrics.json`` (``to_dict()`` output), migrated: before 0.3.0 the
+        Adam step count was called ``steps``."""
+        d = dict(d)
+        if "steps" in d and "optimizer_steps" not in d:
+            d["optimizer_steps"] = d.pop("steps")
+        d["history"] = tuple(d["history"])
+        return cls(**d)
 
 
 #: Seconds a process waits for its peers when a process group forms (INVCONV_DIST_TIMEOUT).
@@ -369,36 +380,37 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
             ctx.close()
 
 
-def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | None:
-    """The run itself; ``ck``: the checkpoint to resume from (None: a new run)."""
-    from tqdm.auto import tqdm
+@dataclass
+class _Run:
+    """The state of a run between the parts of :func:`_fit` (set-up, one epoch, checkpoint,
+    final measurement)."""
 
-    device = ctx.device
-    if ctx.main:
-        for path in remove_stale_temp_files(cfg.out, RUN_FILES):
-            log(f"removed {path}, left by an interrupted write")
-        if cfg.overwrite:
-            for f in RUN_FILES:
-                if os.path.exists(os.path.join(cfg.out, f)):
-                    os.unlink(os.path.join(cfg.out, f))
-    ctx.barrier()
-    torch.manual_seed(cfg.seed + ctx.rank)
-    np.random.seed(cfg.seed + ctx.rank)
-    random.seed(cfg.seed + ctx.rank)
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
-    if cfg.max_train is not None:
-        train = ImageData(train.images[:cfg.max_train], train.labels[:cfg.max_train], train.n_bins)
-    if cfg.max_test is not None:
-        test = ImageData(test.images[:cfg.max_test], test.labels[:cfg.max_test], test.n_bins)
-    require_usable_splits(cfg.dataset, train, test)
-    config = cfg.flow_config(train.shape, train.n_bins)
-    model = allocate_flow(config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
+    cfg: TrainConfig
+    ctx: _Dist
+    log: object
+    config: FlowConfig
+    model: torch.nn.Module
+    net: torch.nn.Module               # the model, wrapped in DDP when world > 1
+    opt: torch.optim.Optimizer
+    sched: object
+    train: ImageData
+    test: ImageData
+    start_epoch: int = 0
+    step: int = 0
+    best: float = math.inf
+    history: list = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
 
-    def loader(data, shuffle, epoch):
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.cfg.out, "last.pt")
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.cfg.out, "best.pt")
+
+    def loader(self, data: ImageData, shuffle: bool, epoch: int) -> DataLoader:
+        cfg, ctx = self.cfg, self.ctx
         ds = data.dataset()
         if ctx.world > 1:
             sampler = DistributedSampler(ds, ctx.world, ctx.rank, shuffle=shuffle, seed=cfg.seed)
@@ -415,123 +427,193 @@ def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | No
         return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                           drop_last=shuffle and len(ds) >= cfg.batch_size * ctx.world)
 
-    last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
-    start_epoch, step, best, history, train_seconds = 0, 0, math.inf, [], 0.0
+
+def _load_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
+    """The run's training and test splits (``max_train``/``max_test`` applied), checked against
+    the dataset's facts the model is built from (``DATASET_INFO``)."""
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    if cfg.max_train is not None:
+        train = ImageData(train.images[:cfg.max_train], train.labels[:cfg.max_train], train.n_bins)
+    if cfg.max_test is not None:
+        test = ImageData(test.images[:cfg.max_test], test.labels[:cfg.max_test], test.n_bins)
+    require_usable_splits(cfg.dataset, train, test)
+    info = DATASET_INFO[cfg.dataset]
+    if tuple(train.shape) != tuple(info.image_shape) or train.n_bins != info.n_bins:
+        raise ValueError(f"dataset {cfg.dataset}: the loader gives {'×'.join(map(str, train.shape))} "
+                         f"images with {train.n_bins} levels, DATASET_INFO says "
+                         f"{'×'.join(map(str, info.image_shape))} with {info.n_bins}")
+    return train, test
+
+
+def _set_up(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> _Run:
+    """Seeds, data, model, optimiser and schedule; then either the state of ``ck`` (a resumed
+    run) or ActNorm's data-dependent initialisation (a new one). The order of the random draws
+    is part of exact resume: do not reorder."""
+    if ctx.main:
+        for path in remove_stale_temp_files(cfg.out, RUN_FILES):
+            log(f"removed {path}, left by an interrupted write")
+        if cfg.overwrite:
+            for f in RUN_FILES:
+                if os.path.exists(os.path.join(cfg.out, f)):
+                    os.unlink(os.path.join(cfg.out, f))
+    ctx.barrier()
+    torch.manual_seed(cfg.seed + ctx.rank)
+    np.random.seed(cfg.seed + ctx.rank)
+    random.seed(cfg.seed + ctx.rank)
+    train, test = _load_data(cfg)
+    config = cfg.flow_config()
+    model = allocate_flow(config).to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
+    run = _Run(cfg, ctx, log, config, model, model, opt, sched, train, test)
     if ck is not None:
-        changed = config.differences(ck["config"])  # (fields added since it was saved: defaults)
-        if changed:
-            raise ValueError(f"{last_path}: checkpoint config differs from this run's: "
-                             f"{'; '.join(changed)}")
-        _check_resume_fields(ck, last_path)
-        load_weights(model, ck, last_path)  # its config was just checked equal to this run's
-        try:
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            for group in opt.state.values():  # a wrong-shaped Adam state fails at the first step
-                for name, value in group.items():
-                    if name in ("exp_avg", "exp_avg_sq") and not isinstance(value, torch.Tensor):
-                        raise TypeError(f"optimizer state {name} is not a tensor")
-            for p in model.parameters():
-                state = opt.state.get(p, {})
-                for name in ("exp_avg", "exp_avg_sq"):
-                    if name in state and state[name].shape != p.shape:
-                        raise ValueError(f"optimizer state {name} has shape {tuple(state[name].shape)} "
-                                         f"for a parameter of shape {tuple(p.shape)}")
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-            raise CheckpointError(f"{last_path}: its optimizer or scheduler state does not fit this "
-                                  f"run ({type(err).__name__}: {str(err).strip()[:160]})") from None
-        start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck["best_test_bpd"]
-        history, train_seconds = list(ck.get("history", [])), ck.get("train_seconds", 0.0)
-        if start_epoch > cfg.epochs:
-            raise ValueError(f"{last_path}: the run has trained {start_epoch} epochs, more than "
-                             f"epochs={cfg.epochs}; ask for at least {start_epoch}")
-        set_rng_state(ck["rng"][ctx.rank] if isinstance(ck["rng"], list) else ck["rng"])
+        _restore(run, ck)
     else:
         # ActNorm's data-dependent init on the first batch (statistics averaged across ranks)
-        k0, _ = next(iter(loader(train, True, 0)))
+        k0, _ = next(iter(run.loader(train, True, 0)))
         with torch.no_grad():
-            model(dequantize(k0, train.n_bins).to(device))
+            model(dequantize(k0, train.n_bins).to(ctx.device))
+    if ctx.world > 1:
+        run.net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    return run
 
-    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if ctx.world > 1 else model
-    dims = model.dims
-    test_loader = loader(test, False, 0)
-    kept = "last.pt and best.pt of the last good epoch are kept" if history else "no checkpoint was written"
 
-    def diverged(value, where):
-        return TrainingDiverged(f"training diverged: {where} became {value} at epoch {epoch + 1}, "
-                                f"step {step}; {kept} in {cfg.out}. Lower the learning rate "
-                                f"(lr={cfg.lr:g}) or clip the gradient norm (grad_clip={cfg.grad_clip:g})")
+def _restore(run: _Run, ck: dict) -> None:
+    """Continue from checkpoint ``ck``: weights, optimiser, schedule, counters, RNG states --
+    each checked to fit this run first, with a CheckpointError naming the file."""
+    cfg, model, opt, last_path = run.cfg, run.model, run.opt, run.last_path
+    changed = run.config.differences(ck["config"])  # (fields added since it was saved: defaults)
+    if changed:
+        raise ValueError(f"{last_path}: checkpoint config differs from this run's: "
+                         f"{'; '.join(changed)}")
+    _check_resume_fields(ck, last_path)
+    load_weights(model, ck, last_path)  # its config was just checked equal to this run's
+    try:
+        opt.load_state_dict(ck["optimizer"])
+        run.sched.load_state_dict(ck["scheduler"])
+        for group in opt.state.values():  # a wrong-shaped Adam state fails at the first step
+            for name, value in group.items():
+                if name in ("exp_avg", "exp_avg_sq") and not isinstance(value, torch.Tensor):
+                    raise TypeError(f"optimizer state {name} is not a tensor")
+        for p in model.parameters():
+            state = opt.state.get(p, {})
+            for name in ("exp_avg", "exp_avg_sq"):
+                if name in state and state[name].shape != p.shape:
+                    raise ValueError(f"optimizer state {name} has shape {tuple(state[name].shape)} "
+                                     f"for a parameter of shape {tuple(p.shape)}")
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        raise CheckpointError(f"{last_path}: its optimizer or scheduler state does not fit this "
+                              f"run ({type(err).__name__}: {str(err).strip()[:160]})") from None
+    run.start_epoch, run.step, run.best = ck["epoch"] + 1, ck["step"], ck["best_test_bpd"]
+    run.history, run.train_seconds = list(ck.get("history", [])), ck.get("train_seconds", 0.0)
+    if run.start_epoch > cfg.epochs:
+        raise ValueError(f"{last_path}: the run has trained {run.start_epoch} epochs, more than "
+                         f"epochs={cfg.epochs}; ask for at least {run.start_epoch}")
+    set_rng_state(ck["rng"][run.ctx.rank] if isinstance(ck["rng"], list) else ck["rng"])
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        bar = tqdm(loader(train, True, epoch), disable=not cfg.progress or not ctx.main,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        running = 0.0
-        for i, (k, _) in enumerate(bar):
-            x = dequantize(k, train.n_bins).to(device)
-            loss = bits_per_dim(net(x), dims, train.n_bins).mean()
-            value = loss.item()
-            bad = not math.isfinite(value)
-            if ctx.world > 1:  # every rank stops together, also when only one saw it
-                bad = bool(ctx.all_sum(torch.tensor(float(bad), device=device)).item())
-            if bad:
-                step += 1
-                raise diverged(value if not math.isfinite(value) else "non-finite on another rank",
-                               "the training loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            running = value if i == 0 else 0.9 * running + 0.1 * value
-            bar.set_postfix(loss_bpd=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-        sched.step()
-        train_seconds += time.perf_counter() - t0
-        test_bpd = _evaluate(model, test_loader, train.n_bins, device, ctx, seed=1234)
-        if not math.isfinite(test_bpd):
-            raise diverged(test_bpd, "the test bits/dim")
-        history.append({"epoch": epoch + 1, "train_bpd": running, "test_bpd": test_bpd})
-        rngs = [None] * ctx.world
-        if ctx.world > 1:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
-        if ctx.main:
-            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict(), "rng": rngs, "config": config.to_dict(),
-                  "epoch": epoch, "step": step, "best_test_bpd": min(best, test_bpd),
-                  "history": history, "train_seconds": train_seconds,
-                  "train_config": dataclasses.asdict(cfg)}
-            atomic_save(ck, last_path)
-            if test_bpd < best:
-                atomic_save(ck, best_path)
-            # after the checkpoint: an epoch reported is an epoch saved
-            log(f"epoch {epoch + 1}/{cfg.epochs}  train bpd {running:.4f}  test bpd {test_bpd:.4f}")
-        best = min(best, test_bpd)
-        kept = "last.pt and best.pt of the last good epoch are kept"
-        ctx.barrier()
 
-    if not ctx.main:
-        return None
+def _diverged(run: _Run, value, where: str, epoch: int) -> TrainingDiverged:
+    kept = ("last.pt and best.pt of the last good epoch are kept" if run.history
+            else "no checkpoint was written")
+    return TrainingDiverged(f"training diverged: {where} became {value} at epoch {epoch + 1}, "
+                            f"step {run.step}; {kept} in {run.cfg.out}. Lower the learning rate "
+                            f"(lr={run.cfg.lr:g}) or clip the gradient norm (grad_clip={run.cfg.grad_clip:g})")
+
+
+def _train_one_epoch(run: _Run, epoch: int) -> float:
+    """One pass over the training split; returns the running (EMA) training bits/dim."""
+    from tqdm.auto import tqdm
+
+    cfg, ctx, device = run.cfg, run.ctx, run.ctx.device
+    run.model.train()
+    bar = tqdm(run.loader(run.train, True, epoch), disable=not cfg.progress or not ctx.main,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    running = 0.0
+    for i, (k, _) in enumerate(bar):
+        x = dequantize(k, run.train.n_bins).to(device)
+        loss = bits_per_dim(run.net(x), run.model.dims, run.train.n_bins).mean()
+        value = loss.item()
+        bad = not math.isfinite(value)
+        if ctx.world > 1:  # every rank stops together, also when only one saw it
+            bad = bool(ctx.all_sum(torch.tensor(float(bad), device=device)).item())
+        if bad:
+            run.step += 1
+            raise _diverged(run, value if not math.isfinite(value) else "non-finite on another rank",
+                            "the training loss", epoch)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        run.opt.step()
+        run.step += 1
+        running = value if i == 0 else 0.9 * running + 0.1 * value
+        bar.set_postfix(loss_bpd=f"{running:.3f}", lr=f"{run.sched.get_last_lr()[0]:.1e}")
+    run.sched.step()
+    return running
+
+
+def _checkpoint(run: _Run, epoch: int, test_bpd: float) -> None:
+    """``last.pt`` (and ``best.pt`` at a new best) after ``epoch``, written atomically by rank 0;
+    every rank's RNG state goes in it, so a resumed run draws what this one would have."""
+    ctx = run.ctx
+    rngs = [None] * ctx.world
+    if ctx.world > 1:
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
+    if ctx.main:
+        ck = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+              "scheduler": run.sched.state_dict(), "rng": rngs, "config": run.config.to_dict(),
+              "epoch": epoch, "step": run.step, "best_test_bpd": min(run.best, test_bpd),
+              "history": run.history, "train_seconds": run.train_seconds,
+              "train_config": dataclasses.asdict(run.cfg)}
+        atomic_save(ck, run.last_path)
+        if test_bpd < run.best:
+            atomic_save(ck, run.best_path)
+
+
+def _final_measurement(run: _Run) -> TrainResult:
+    """samples.png, sampling and forward times per 100 images, and metrics.json (rank 0)."""
+    cfg, model, device, test = run.cfg, run.model, run.ctx.device, run.test
     model.eval()
     with torch.no_grad():
         save_image_grid(model.sample(cfg.samples, cfg.temperature), os.path.join(cfg.out, "samples.png"),
-                        scale=4 if config.image_shape[1] <= 16 else 1)
+                        scale=4 if run.config.image_shape[1] <= 16 else 1)
         sample_s = median_seconds(lambda: model.sample(100), device)
         xb = dequantize(test.images[:100], test.n_bins).to(device)
         if len(xb) < 100:
             xb = xb.repeat((100 + len(xb) - 1) // len(xb), 1, 1, 1)[:100]
         forward_s = median_seconds(lambda: model(xb), device)
     result = TrainResult(
-        out=cfg.out, dataset=cfg.dataset, model=cfg.model, n_bins=train.n_bins,
-        test_bpd=history[-1]["test_bpd"], best_test_bpd=best, epochs=len(history), steps=step,
-        train_seconds=train_seconds, sample_seconds_per_100=sample_s,
+        out=cfg.out, dataset=cfg.dataset, model=cfg.model, n_bins=run.train.n_bins,
+        test_bpd=run.history[-1]["test_bpd"], best_test_bpd=run.best, epochs=len(run.history),
+        optimizer_steps=run.step, train_seconds=run.train_seconds, sample_seconds_per_100=sample_s,
         forward_seconds_per_100=forward_s, parameters=sum(p.numel() for p in model.parameters()),
-        world_size=ctx.world, device=str(device), config=config.to_dict(), history=tuple(history))
+        world_size=run.ctx.world, device=str(device), config=run.config.to_dict(),
+        history=tuple(run.history))
     atomic_write_json(result.to_dict(), os.path.join(cfg.out, "metrics.json"))
-    log(f"test bpd {result.test_bpd:.4f} (best {best:.4f}); sampling {sample_s * 1e3:.1f} ms "
-        f"and forward {forward_s * 1e3:.1f} ms per 100 images; wrote {cfg.out}")
+    run.log(f"test bpd {result.test_bpd:.4f} (best {run.best:.4f}); sampling {sample_s * 1e3:.1f} ms "
+            f"and forward {forward_s * 1e3:.1f} ms per 100 images; wrote {cfg.out}")
     return result
+
+
+def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | None:
+    """The run itself; ``ck``: the checkpoint to resume from (None: a new run)."""
+    run = _set_up(cfg, ctx, log, ck)
+    test_loader = run.loader(run.test, False, 0)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        running = _train_one_epoch(run, epoch)
+        run.train_seconds += time.perf_counter() - t0
+        test_bpd = _evaluate(run.model, test_loader, run.train.n_bins, ctx.device, ctx, seed=1234)
+        if not math.isfinite(test_bpd):
+            raise _diverged(run, test_bpd, "the test bits/dim", epoch)
+        run.history.append({"epoch": epoch + 1, "train_bpd": running, "test_bpd": test_bpd})
+        _checkpoint(run, epoch, test_bpd)
+        if ctx.main:  # after the checkpoint: an epoch reported is an epoch saved
+            log(f"epoch {epoch + 1}/{cfg.epochs}  train bpd {running:.4f}  test bpd {test_bpd:.4f}")
+        run.best = min(run.best, test_bpd)
+        ctx.barrier()
+    return _final_measurement(run) if ctx.main else None
