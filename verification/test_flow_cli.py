@@ -113,6 +113,32 @@ def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
         fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
 
 
+def test_metrics_of_an_earlier_version_are_read_with_their_steps_renamed(tmp_path):
+    """metrics.json before 0.3.0 called the Adam step count ``steps`` (the flow's K is
+    TrainConfig.steps): TrainResult.from_dict migrates it, so invconv-compare still finds
+    finished runs of older versions."""
+    from invconv_core.flows import TrainResult
+    r = fit(tiny(tmp_path / "run", epochs=1), log=lambda line: None)
+    d = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert d["optimizer_steps"] == r.optimizer_steps == 4 and "steps" not in d  # 200 images / 50
+    old = dict(d)
+    old["steps"] = old.pop("optimizer_steps")
+    assert TrainResult.from_dict(old) == TrainResult.from_dict(d) == r
+
+
+def test_a_loader_disagreeing_with_dataset_info_is_refused_before_training(tmp_path, monkeypatch):
+    """The model is built from DATASET_INFO (FlowConfig.for_dataset): a loader that returns other
+    levels or another shape stops the run with one line naming both, not a bare AssertionError
+    after training (or bits/dim on the wrong levels)."""
+    from invconv_core.flows import data as data_module
+    monkeypatch.setitem(data_module.DATASET_INFO, "digits",
+                        data_module.DatasetInfo((1, 8, 8), 16, 2, 50, False))
+    with pytest.raises(ValueError, match=r"dataset digits: the loader gives 1×8×8 images with 17 "
+                                         r"levels, DATASET_INFO says 1×8×8 with 16"):
+        fit(tiny(tmp_path / "run", epochs=1), log=lambda line: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
     out = str(tmp_path / "run")
     fit(tiny(out, epochs=1), log=lambda line: None)

@@ -144,6 +144,33 @@ def test_other_settings_are_refused_unless_overwrite(done, tmp_path):
     compare(tiny(out, models=("inverse-flow",), seeds=1, epochs=1, width=16), log=quiet)
 
 
+def test_compare_json_without_a_setting_added_later_takes_its_default(done, tmp_path):
+    """compare.json of an older version lacks a run setting added since: the runs were trained
+    with its default, so the comparison continues (and a changed setting is still named)."""
+    import shutil
+    out = tmp_path / "cmp"
+    shutil.copytree(done[0], out)
+    saved = json.loads((out / "compare.json").read_text())
+    del saved["defining"]["grad_clip"]  # as if written before grad_clip existed (default 100)
+    (out / "compare.json").write_text(json.dumps(saved))
+    again = compare(tiny(out), log=quiet)
+    assert [m.test_bpd_mean for m in again.models] == [m.test_bpd_mean for m in done[1].models]
+    del saved["defining"]["lr"]
+    (out / "compare.json").write_text(json.dumps(saved))
+    with pytest.raises(RunExistsError, match=r"lr 0.001 → 0.01"):
+        compare(tiny(out, lr=1e-2), log=quiet)
+
+
+def test_defining_settings_are_the_run_settings_a_resume_may_not_change():
+    """One list: what a comparison refuses to continue with other values of is what a run
+    refuses to resume with (RESUME_MAY_CHANGE), but each run's own directory, model and seed."""
+    from invconv_core.flows.training import RESUME_MAY_CHANGE
+    cfg = tiny("o")
+    assert set(cfg.defining()) == {f.name for f in dataclasses.fields(cfg.run)} - set(
+        RESUME_MAY_CHANGE) - {"model", "seed"}
+    assert {"dataset", "steps", "width", "kernel_size", "lr", "max_train"} <= set(cfg.defining())
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(models=()), "models must be a non-empty list of"),
     (dict(models=("glow", "realnvp")), "models must be a non-empty list of"),

@@ -342,3 +342,48 @@ def test_idx_headers_that_overflow_or_announce_too_much_are_refused(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ValueError, match="fifo: not a regular file"):
         read_idx(str(tmp_path / "fifo"), 0x803, 3)
+
+
+def _tiny_files(name, d):
+    """Tiny files of each file-based dataset, in its format (the writers above)."""
+    if name == "mnist":
+        _write_mnist(d)
+    elif name == "cifar10":
+        _write_cifar(d)
+    else:
+        size = int(name[len("imagenet"):])
+        rng = np.random.default_rng(2)
+        data = rng.integers(0, 256, (3, 3 * size * size)).astype(np.uint8)
+        os.makedirs(os.path.join(d, f"Imagenet{size}_train_npz"))
+        np.savez(os.path.join(d, f"Imagenet{size}_train_npz", "train_data_batch_1.npz"), data=data,
+                 labels=np.array([1, 2, 3]))
+        np.savez(os.path.join(d, "val_data.npz"), data=data[:2], labels=np.array([5, 6]))
+
+
+def _check_file_dataset_facts(name, d, info):
+    for split in ("train", "test"):
+        data = load_dataset(name, split, d)
+        assert (data.shape, data.n_bins) == (info.image_shape, info.n_bins), (name, split)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "imagenet32", "imagenet64"])
+def test_dataset_info_is_what_each_file_loader_returns(tmp_path, name):
+    """The same for the datasets read from files, on tiny files of each format; a planted wrong
+    entry (the issue's: shape and n_bins) fails the check."""
+    from invconv_core.flows.data import DATASET_INFO, DatasetInfo
+    info = DATASET_INFO[name]
+    assert info.needs_data_dir
+    _tiny_files(name, str(tmp_path))
+    _check_file_dataset_facts(name, str(tmp_path), info)
+    c, h, w = info.image_shape
+    planted = DatasetInfo((c, h * 2, w), info.n_bins - 1, info.levels, info.lr_step, True)
+    with pytest.raises(AssertionError):
+        _check_file_dataset_facts(name, str(tmp_path), planted)
+
+
+def test_an_embedded_entry_planted_wrong_fails_the_facts_check(monkeypatch):
+    from invconv_core.flows import data as data_module
+    monkeypatch.setitem(data_module.DATASET_INFO, "digits",
+                        data_module.DatasetInfo((1, 8, 8), 16, 2, 50, False))  # n_bins 17 → 16
+    with pytest.raises(AssertionError, match="digits"):
+        test_dataset_info_is_what_each_embedded_loader_returns()

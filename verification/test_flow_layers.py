@@ -56,11 +56,12 @@ def _layers():  # constructed inside the float64 fixture (see LAYERS below)
     yield "conv1x1", Conv1x1(3), (2, 3, 2, 3)
     yield "logit", LogitTransform(0.05), (2, 1, 3, 3)
     yield "smooth-leaky-relu", SmoothLeakyReLU(0.1), (2, 3, 3, 4)
+    yield "smooth-leaky-relu-mirrored", SmoothLeakyReLU(0.2, mirrored=True), (2, 3, 3, 4)
 
 
 LAYER_NAMES = ["invconv-inverse-TL", "invconv-inverse-BR-k2x4", "invconv-conv-TR",
                "invconv-conv-BL-fixed-diag", "actnorm", "coupling", "squeeze", "conv1x1", "logit",
-               "smooth-leaky-relu"]
+               "smooth-leaky-relu", "smooth-leaky-relu-mirrored"]
 
 
 @pytest.mark.parametrize("name", LAYER_NAMES)
@@ -110,6 +111,36 @@ def test_smooth_leaky_relu_inverts_far_out_exactly_and_refuses_a_bad_alpha():
             SmoothLeakyReLU(bad)
 
 
+def test_smooth_leaky_relu_mirrored_is_the_turned_function():
+    """mirrored: z = −f(−x), slope α on the positive side and 1 on the negative one."""
+    act, turned = SmoothLeakyReLU(0.1), SmoothLeakyReLU(0.1, mirrored=True)
+    x = torch.linspace(-30, 30, 601, dtype=torch.float64).view(1, -1)
+    z, ld = turned(x)
+    torch.testing.assert_close(z, -act(-x)[0])
+    torch.testing.assert_close(ld, act(-x)[1])
+    slope = z.diff() / x.diff()
+    assert slope[0, 0] > 0.99 and slope[0, -1] < 0.11  # 1 far left, α far right
+
+
+def test_newton_stops_once_converged_in_float32_and_past_non_finite_values(monkeypatch):
+    """The inverse's loop ends within a few steps: float32 iterates that flip by one ulp at the
+    root, and a NaN or inf value (no root), used to run all max_iter steps (the CNN-only flows'
+    sampling took ~1 s per 100 images, 100 steps per activation)."""
+    act = SmoothLeakyReLU(0.1)
+    calls = []
+    real = SmoothLeakyReLU._newton_step
+    monkeypatch.setattr(SmoothLeakyReLU, "_newton_step",
+                        lambda self, x, z: calls.append(1) or real(self, x, z))
+    g = torch.Generator().manual_seed(0)
+    for z in (torch.randn(100, 8, 7, 7, generator=g) * 10,
+              torch.tensor([[float("nan"), 2.0, float("-inf"), -3.0]])):
+        calls.clear()
+        x = act.inverse(z)[0]
+        assert len(calls) <= 12, len(calls)  # 5-6 measured, + the final autograd step
+        finite = torch.isfinite(z)
+        torch.testing.assert_close(act(x)[0][finite], z[finite], rtol=4e-7, atol=4e-7)
+
+
 def test_invconv_placement_decides_which_direction_solves():
     inv = InvConv2d(2, 3, "TL", placement="inverse").double()
     conv = InvConv2d(2, 3, "TL", placement="conv").double()
@@ -151,15 +182,19 @@ PUBLISHED_STEPS = {
                            ("InvConv2d", "BR", "conv"), ("AffineCoupling",)],
     "finc": lambda o: [("ActNorm",), ("Conv1x1",), ("InvConv2d", o, "conv"), ("AffineCoupling",)],
     # the CNN-only family: the convolution is the only layer that mixes (no coupling)
-    "cnn-inverse-flow": lambda o: [("InvConv2d", o, "inverse"), ("ActNorm",), ("SmoothLeakyReLU",)],
-    "cnn-finc": lambda o: [("InvConv2d", o, "conv"), ("ActNorm",), ("SmoothLeakyReLU",)],
-    "cnn-glow": lambda o: [("Conv1x1",), ("ActNorm",), ("SmoothLeakyReLU",)],
+    # (the activation is mirrored on odd steps: orders BR and BL here)
+    "cnn-inverse-flow": lambda o: [("InvConv2d", o, "inverse"), ("ActNorm",),
+                                   ("SmoothLeakyReLU", o in ("BR", "BL"))],
+    "cnn-finc": lambda o: [("InvConv2d", o, "conv"), ("ActNorm",), ("SmoothLeakyReLU", o in ("BR", "BL"))],
+    "cnn-glow": lambda o: [("Conv1x1",), ("ActNorm",), ("SmoothLeakyReLU", o in ("BR", "BL"))],
 }
 
 
 def _describe(layer):
     if isinstance(layer, InvConv2d):
         return (type(layer).__name__, layer.order, layer.placement)
+    if isinstance(layer, SmoothLeakyReLU):
+        return (type(layer).__name__, layer.mirrored)
     return (type(layer).__name__,)
 
 

@@ -291,21 +291,27 @@ class SmoothLeakyReLU(FlowLayer):
     any shape, any floating dtype. Forward logabsdet ``Σ log f'(x)`` per sample (negative: the
     map contracts); inverse logabsdet its negative at the same point, ``−Σ log f'(x)``.
 
+    ``mirrored=True`` is the same function turned by 180°, ``z = −f(−x)``: slope α for
+    x → +∞ and 1 for x → −∞, logabsdet ``Σ log f'(−x)``. A flow whose other layers cannot flip
+    a sign (positive ActNorm scales, a k×k conv with a positive diagonal) needs both forms to
+    contract either side of its values; the CNN-only models alternate them.
+
     The inverse has no closed form: Newton's method from x₀ = z (z ≥ 0) or z/α (z < 0). f is
     increasing and convex, and f(x₀) ≥ z, so the iterates fall monotonically onto the root,
     quadratically near it; it stops once every step is within round-off of its value. The last
     step is taken with autograd on, so the inverse's gradient is the implicit one, 1/f'(x).
     """
 
-    def __init__(self, alpha: float = 0.1, max_iter: int = 100):
+    def __init__(self, alpha: float = 0.1, max_iter: int = 100, mirrored: bool = False):
         super().__init__()
         if not 0.0 < float(alpha) < 1.0:
             raise ValueError(f"SmoothLeakyReLU: alpha must be in (0, 1), got {alpha!r}")
         self.alpha = float(alpha)
         self.max_iter = int(max_iter)
+        self.mirrored = bool(mirrored)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha:g}"
+        return f"alpha={self.alpha:g}, mirrored={self.mirrored}"
 
     def _f(self, x):
         # softplus as logaddexp(x, 0): exact for every x (F.softplus returns x past its threshold)
@@ -315,17 +321,32 @@ class SmoothLeakyReLU(FlowLayer):
         return torch.log(self.alpha + (1 - self.alpha) * torch.sigmoid(x))
 
     def forward(self, x):
-        return self._f(x), self._log_slope(x).flatten(1).sum(1)
+        if self.mirrored:
+            z, ld = self._forward(-x)
+            return -z, ld
+        return self._forward(x)
 
     def inverse(self, z):
+        if self.mirrored:
+            x, ld = self._inverse(-z)
+            return -x, ld
+        return self._inverse(z)
+
+    def _forward(self, x):
+        return self._f(x), self._log_slope(x).flatten(1).sum(1)
+
+    def _inverse(self, z):
         with torch.no_grad():
             x = torch.where(z >= 0, z, z / self.alpha)
             eps = torch.finfo(x.dtype).eps
             for _ in range(self.max_iter):
                 step = self._newton_step(x, z)
                 x = x - step
-                if bool((step.abs() <= eps * x.abs().clamp_min(1)).all()):
-                    break  # within round-off everywhere
+                # within round-off everywhere: a few ulps, since at the root the rounded step
+                # can flip by one ulp of x forever (float32 ran all max_iter steps with 1 ulp)
+                # (a non-finite value has no root to find: it does not hold up the others)
+                if bool(((step.abs() <= 8 * eps * x.abs().clamp_min(1)) | ~torch.isfinite(x)).all()):
+                    break
         # one more step with autograd: d x / d z = 1 / f'(x) at the root
         x = x - self._newton_step(x, z)
         return x, -self._log_slope(x).flatten(1).sum(1)

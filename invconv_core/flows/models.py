@@ -22,7 +22,8 @@ after the last level. Each model builds its step as published (data→latent ord
 The CNN-only family (the paper's Table 4, after Self-Normalizing Flows): the k×k (or 1×1)
 convolution is the only layer that mixes pixels or channels; no coupling, so ``width`` is unused.
 
-    cnn-inverse-flow  InvConv2d (inverse placement) → ActNorm → SmoothLeakyReLU.
+    cnn-inverse-flow  InvConv2d (inverse placement) → ActNorm → SmoothLeakyReLU (mirrored on odd
+                      steps: z = −f(−x); see SmoothLeakyReLU).
     cnn-finc          causal k×k conv (conv placement, FInC/Emerging's) → ActNorm → SmoothLeakyReLU:
                       the same parameters as cnn-inverse-flow, the inverse where it is not.
     cnn-glow          Conv1x1 → ActNorm → SmoothLeakyReLU: Glow's 1×1, the weak baseline
@@ -201,27 +202,29 @@ def _finc_step(cfg, channels, index):
 CNN_ACTIVATION_ALPHA = 0.1
 
 
-def _activation(cfg):
-    return SmoothLeakyReLU(CNN_ACTIVATION_ALPHA)
+def _activation(cfg, index):
+    # mirrored on odd steps: nothing else in these steps can flip a sign, and one form alone
+    # contracts only the negative side (docs/design.md, "The CNN-only flows")
+    return SmoothLeakyReLU(CNN_ACTIVATION_ALPHA, mirrored=index % 2 == 1)
 
 
 @register_model("cnn-inverse-flow", "cnn-only", False,
                 "InvConv2d (inverse placement) → ActNorm → SmoothLeakyReLU")
 def _cnn_inverse_flow_step(cfg, channels, index):
     return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="inverse"),
-            ActNorm(channels), _activation(cfg)]
+            ActNorm(channels), _activation(cfg, index)]
 
 
 @register_model("cnn-finc", "cnn-only", False,
                 "causal k×k conv (FInC/Emerging placement) → ActNorm → SmoothLeakyReLU")
 def _cnn_finc_step(cfg, channels, index):
     return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="conv"),
-            ActNorm(channels), _activation(cfg)]
+            ActNorm(channels), _activation(cfg, index)]
 
 
 @register_model("cnn-glow", "cnn-only", False, "Conv1x1 → ActNorm → SmoothLeakyReLU")
 def _cnn_glow_step(cfg, channels, index):
-    return [Conv1x1(channels), ActNorm(channels), _activation(cfg)]
+    return [Conv1x1(channels), ActNorm(channels), _activation(cfg, index)]
 
 
 #: The glow-like family: invconv-compare's and invconv-time's default models.
