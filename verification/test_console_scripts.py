@@ -256,8 +256,27 @@ def test_demo_console_script_runs_on_the_compiled_core(tmp_path):
     assert "compiled core: True" in proc.stdout and "RuntimeWarning" not in proc.stderr
     summary = json.load(open(tmp_path / "d" / "summary.json"))
     assert summary["backend"]["compiled"] is True and set(summary["flows"]) == {"inverse-flow", "glow"}
+    # the classifier on real MNIST digits (issue 21: the demo shows one mnist5k result)
+    assert summary["classifier_dataset"] == "mnist5k"
+    assert "classifier on mnist5k" in proc.stdout and "4,000 training images" in proc.stdout
     # run again: the finished runs are continued (nothing retrained), not refused or replaced
     again = run("invconv-demo", "--out", tmp_path / "d", "--epochs", "1", "--steps", "1", "--width", "8",
                 "--classifier-epochs", "1", "--repeats", "1", env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout and "epoch 1/1" not in again.stdout
+
+
+def test_demo_takes_another_embedded_dataset(tmp_path):
+    """--dataset: the flow comparison and timing table on mnist5k (28×28, 256 levels);
+    --classifier-dataset digits: the classifier on the 8×8 digits."""
+    env = {k: v for k, v in os.environ.items() if k != "INVCONV_DISABLE_COMPILED"}
+    proc = run("invconv-demo", "--out", tmp_path / "d", "--epochs", "1", "--steps", "1", "--width", "8",
+               "--classifier-epochs", "1", "--repeats", "1", "--dataset", "mnist5k",
+               "--classifier-dataset", "digits", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Inverse-Flow vs Glow-1x1 on mnist5k" in proc.stdout and "256-level mnist5k" in proc.stdout
+    assert "mnist5k 1×28×28, L=2, K=1" in proc.stdout and "classifier on digits" in proc.stdout
+    summary = json.load(open(tmp_path / "d" / "summary.json"))
+    assert summary["classifier_dataset"] == "digits"
+    bad = run("invconv-demo", "--out", tmp_path / "e", "--dataset", "mnist")  # needs files
+    assert bad.returncode == 2 and "argument --dataset: invalid choice: 'mnist'" in bad.stderr
