@@ -138,6 +138,7 @@ def run_tool(prog: str, body) -> int:
 # option's dest is the field's name, so a parsed namespace maps onto the config by name.
 
 _RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_COMPARE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
 _DATA_DIR_HELP = "directory with the dataset files (mnist, cifar10, imagenet; digits, photos and mnist5k are embedded)"
 
 
@@ -181,6 +182,17 @@ def add_sample_options(p) -> None:
     g.add_argument("--samples", type=_POS, default=_RUN_DEFAULTS["samples"], help="images in each sample grid")
     g.add_argument("--temperature", type=float_option(0.0), default=_RUN_DEFAULTS["temperature"],
                    help="sampling temperature of the sample grids")
+
+
+_REFERENCE_WIDTH_HELP = ("the reference's coupling width (Inverse-Flow's); the other coupled models "
+                         "get the reference's parameter count; the CNN-only models have no couplings")
+
+
+def add_models_option(p) -> None:
+    """--models (several, of one family; the tools that compare models)."""
+    p.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(MODELS),
+                   help="models of one family (default: " + " ".join(MODELS) + "; CNN-only: "
+                        + " ".join(CNN_MODELS) + ")")
 
 
 def add_device_option(p, default=None) -> None:
@@ -264,8 +276,7 @@ def time_main(argv=None) -> int:
     add_architecture_options(p, width_help=_REFERENCE_WIDTH_HELP)
     p.add_argument("--batch", type=_POS, default=100)
     p.add_argument("--repeats", type=_POS, default=5)
-    p.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(MODELS),
-                   help="models of one family (default: " + " ".join(MODELS) + "; CNN-only: " + " ".join(CNN_MODELS) + ")")
+    add_models_option(p)
     add_device_option(p, _DEVICE_DEFAULT)
     args = p.parse_args(argv)
 
@@ -310,10 +321,6 @@ def classify_main(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- invconv-compare
 
-_REFERENCE_WIDTH_HELP = ("the reference's coupling width (Inverse-Flow's); the other coupled models "
-                         "get the reference's parameter count; the CNN-only models have no couplings")
-
-
 def compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invconv-compare",
@@ -327,9 +334,8 @@ def compare_parser() -> argparse.ArgumentParser:
                "OUT/depths.json, OUT/bpd_vs_depth.png). Run it again to continue: finished runs "
                "are skipped, interrupted ones resume. Exit status: 0 done, 1 failed (one line on "
                "stderr), 2 bad command line, 130 interrupted.")
-    p.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(MODELS),
-                   help="models of one family (default: " + " ".join(MODELS) + "; CNN-only: " + " ".join(CNN_MODELS) + ")")
-    p.add_argument("--seeds", type=_POS, default=3, help="seeds 0 .. S-1 per model")
+    add_models_option(p)
+    p.add_argument("--seeds", type=_POS, default=_COMPARE_DEFAULTS["seeds"], help="seeds 0 .. S-1 per model")
     p.add_argument("--depths", type=_POS, nargs="+", default=None,
                    help="a depth sweep: one comparison per K of these (replaces --steps)")
     p.add_argument("--out", required=True, help="comparison directory")
@@ -340,7 +346,7 @@ def compare_parser() -> argparse.ArgumentParser:
     add_optimiser_options(p)
     add_sample_options(p)
     add_device_option(p)
-    p.add_argument("--timing-repeats", type=_POS, default=5)
+    p.add_argument("--timing-repeats", type=_POS, default=_COMPARE_DEFAULTS["timing_repeats"])
     p.add_argument("--progress", action="store_true", help="tqdm progress bars")
     return p
 

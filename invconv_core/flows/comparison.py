@@ -264,7 +264,7 @@ def _summaries(configs: dict, runs: list, timing: list) -> list:
 def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.device) -> str:
     info = DATASET_INFO[cfg.run.dataset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
+        f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
     head = (f"{cfg.run.dataset} {'×'.join(map(str, info.image_shape))}, {info.n_bins} levels; "
             f"L={base.levels}, K={base.steps}, k={base.kernel_size}; {cfg.run.epochs} epochs, batch "
             f"{cfg.run.batch_size}, Adam {cfg.run.lr:g} (÷10 every {cfg.run.lr_step or info.lr_step} epochs); "
