@@ -45,7 +45,6 @@ side; and each run's training time.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import shutil
@@ -56,7 +55,7 @@ import torch
 
 from .data import DATASET_INFO, load_dataset
 from .errors import RunExistsError
-from .io import atomic_write_bytes, atomic_write_json, save_image_grid
+from .io import atomic_write_bytes, atomic_write_json, save_image_grid, save_line_plot
 from .models import FAMILY_REFERENCE, MODELS, FlowConfig, family_of
 from .sampling import load_flow, sample
 from .timing import equal_size_configs, time_models
@@ -288,30 +287,17 @@ def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.de
 
 
 def _plot(rows: list, runs: list, path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in rows:
-        histories = [run.history for run in runs if run.model == r.model]
-        epochs = [h["epoch"] for h in histories[0]]
-        per_epoch = [[h[i]["test_bpd"] for h in histories] for i in range(len(epochs))]
-        mean = [statistics.fmean(v) for v in per_epoch]
-        line, = ax.plot(epochs, mean, label=f"{r.model} ({r.test_bpd_mean:.3f})")
-        if len(histories) > 1:
-            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
-                            color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test bits/dim")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(buf.getvalue(), path)
+    def draw(ax):
+        for r in rows:
+            histories = [run.history for run in runs if run.model == r.model]
+            epochs = [h["epoch"] for h in histories[0]]
+            per_epoch = [[h[i]["test_bpd"] for h in histories] for i in range(len(epochs))]
+            mean = [statistics.fmean(v) for v in per_epoch]
+            line, = ax.plot(epochs, mean, label=f"{r.model} ({r.test_bpd_mean:.3f})")
+            if len(histories) > 1:
+                ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+    save_line_plot(path, draw, "epoch", "test bits/dim", title)
 
 
 def compare(cfg: CompareConfig, log=print) -> CompareResult:

@@ -23,12 +23,11 @@ depth adds its comparison. One writer: the sweep holds ``out``'s lock, each comp
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from dataclasses import dataclass
 
 from .comparison import CompareConfig, CompareResult, _check_settings, compare
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, save_line_plot
 from .runlock import run_lock
 from .validate import check_output_dir, require_int
 
@@ -105,27 +104,15 @@ def _markdown(cfg: DepthSweepConfig, results: list) -> str:
 
 
 def _plot(cfg: DepthSweepConfig, results: list, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, model in enumerate(cfg.comparison.models):
-        means = [r.models[i].test_bpd_mean for r in results]
-        errs = [r.models[i].test_bpd_std or 0.0 for r in results]
-        ax.errorbar(cfg.depths, means, yerr=errs, marker="o", capsize=3, label=model)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(cfg.depths, [str(k) for k in cfg.depths])
-    ax.set_xlabel("K (flow steps per level)")
-    ax.set_ylabel("test bits/dim")
-    ax.set_title(f"{cfg.comparison.run.dataset}: test bits/dim against depth", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(buf.getvalue(), path)
+    def draw(ax):
+        for i, model in enumerate(cfg.comparison.models):
+            means = [r.models[i].test_bpd_mean for r in results]
+            errs = [r.models[i].test_bpd_std or 0.0 for r in results]
+            ax.errorbar(cfg.depths, means, yerr=errs, marker="o", capsize=3, label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(cfg.depths, [str(k) for k in cfg.depths])
+    save_line_plot(path, draw, "K (flow steps per level)", "test bits/dim",
+                   f"{cfg.comparison.run.dataset}: test bits/dim against depth")
 
 
 def compare_depths(cfg: DepthSweepConfig, log=print) -> DepthSweepResult:

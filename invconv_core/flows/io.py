@@ -153,3 +153,30 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int = 8, pad: int = 2
     pixels = (grid * 255).round().to(torch.uint8)
     pixels = pixels[0] if c == 1 else pixels.permute(1, 2, 0).contiguous()
     atomic_write_bytes(_png_bytes(pixels), path)
+
+
+def save_line_plot(path: str, draw, xlabel: str, ylabel: str, title: str) -> None:
+    """A one-axes matplotlib figure (6.4×4.2 in, 120 dpi) written atomically as a PNG:
+    ``draw(ax)`` plots the lines (with labels, for the legend); axis labels, a light grid and
+    the legend are added here. matplotlib is imported here (an optional extra), on the Agg
+    backend."""
+    import io as _io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        draw(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        buf = _io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(buf.getvalue(), path)
