@@ -97,9 +97,8 @@ def _markdown(cfg: DepthSweepConfig, results: list) -> str:
             spread = f" ± {row.test_bpd_std:.3f}" if row.test_bpd_std is not None else ""
             cells.append(f"{row.test_bpd_mean:.3f}{spread} ({row.parameters:,})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    ref = c.models[0]
-    lines += ["", f"Per K, each model's comparison table is {os.path.join(c.out, 'steps<K>', 'table.md')} "
-                  f"(times, per-seed numbers); first row: {ref}."]
+    lines += ["", f"Test bits/dim after the last epoch. Per K, the comparison's own table (times, "
+                  f"per-seed values): {os.path.join(c.out, 'steps<K>', 'table.md')}."]
     return "\n".join(lines) + "\n"
 
 
