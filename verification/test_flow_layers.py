@@ -211,6 +211,15 @@ def test_each_model_builds_its_published_step(model):
         assert kinds == expected
 
 
+def test_the_registry_refuses_a_second_model_of_one_name_and_an_unknown_family():
+    from invconv_core.flows.models import register_model
+    with pytest.raises(ValueError, match="model 'glow' is registered twice"):
+        register_model("glow", "glow-like", True, "again")(lambda cfg, c, i: [])
+    with pytest.raises(ValueError, match="family must be one of glow-like, cnn-only, got 'other'"):
+        register_model("new", "other", False, "?")
+    assert set(REGISTRY) == set(ALL_MODELS) and REGISTRY["glow"].summary != "again"
+
+
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_one_step_inverse_and_logdet_against_the_dense_jacobian(model):
     torch.manual_seed(0)

@@ -155,8 +155,15 @@ class ModelSpec:
 REGISTRY: dict = {}
 
 
+#: The families, each compared within itself (FAMILY_REFERENCE, below, names their references).
+FAMILIES = ("glow-like", "cnn-only")
+
+
 def register_model(name: str, family: str, coupled: bool, summary: str):
     """Decorator registering ``build_step(config, channels, index) -> list[FlowLayer]``."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+
     def add(build_step):
         if name in REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
