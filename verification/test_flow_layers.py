@@ -211,6 +211,24 @@ def test_each_model_builds_its_published_step(model):
         assert kinds == expected
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_a_seed_gives_the_model_it_gave_before_the_registry(model, monkeypatch):
+    """Parameters are drawn from the global RNG in construction order; 0.2 built each glow-like
+    step's coupling before its other layers, and the registry keeps that order, so the
+    published runs (README, bench/RESULTS.md) reproduce. (The registry's first form built the
+    coupling last: every seed then gave another initialisation.)"""
+    built = []
+    for cls in (AffineCoupling, ActNorm, Conv1x1, InvConv2d):
+        real = cls.__init__
+
+        def record(self, *a, _real=real, _name=cls.__name__, **k):
+            built.append(_name)
+            _real(self, *a, **k)
+        monkeypatch.setattr(cls, "__init__", record)
+    layers = _step(model, 4, 1, 8, 3)
+    assert built[0] == "AffineCoupling" and built[1:] == [type(x).__name__ for x in layers[:-1]]
+
+
 def test_the_registry_refuses_a_second_model_of_one_name_and_an_unknown_family():
     from invconv_core.flows.models import register_model
     with pytest.raises(ValueError, match="model 'glow' is registered twice"):

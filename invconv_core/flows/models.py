@@ -176,33 +176,42 @@ def _order(index: int) -> str:
     return _ORDERS[index % 4]
 
 
+def _coupling(cfg, channels):
+    # Built before the step's other layers, as since 0.2.0: the parameters are drawn from the
+    # global RNG in construction order, so this order is what makes a seed give the same model
+    # (and the published runs reproduce) across versions
+    return AffineCoupling(channels, cfg.width)
+
+
 @register_model("inverse-flow", "glow-like", True,
                 "InvConv2d (inverse placement) → ActNorm → Conv1x1 → AffineCoupling")
 def _inverse_flow_step(cfg, channels, index):
+    coupling = _coupling(cfg, channels)
     return [InvConv2d(channels, cfg.kernel_size, _order(index), placement="inverse"),
-            ActNorm(channels), Conv1x1(channels), AffineCoupling(channels, cfg.width)]
+            ActNorm(channels), Conv1x1(channels), coupling]
 
 
 @register_model("glow", "glow-like", True, "ActNorm → Conv1x1 → AffineCoupling")
 def _glow_step(cfg, channels, index):
-    return [ActNorm(channels), Conv1x1(channels), AffineCoupling(channels, cfg.width)]
+    coupling = _coupling(cfg, channels)
+    return [ActNorm(channels), Conv1x1(channels), coupling]
 
 
 @register_model("emerging", "glow-like", True,
                 "ActNorm → Conv1x1 → causal k×k conv (TL) → causal k×k conv (BR) → AffineCoupling")
 def _emerging_step(cfg, channels, index):
-    k = cfg.kernel_size
+    k, coupling = cfg.kernel_size, _coupling(cfg, channels)
     return [ActNorm(channels), Conv1x1(channels),
             InvConv2d(channels, k, "TL", placement="conv"),
-            InvConv2d(channels, k, "BR", placement="conv"), AffineCoupling(channels, cfg.width)]
+            InvConv2d(channels, k, "BR", placement="conv"), coupling]
 
 
 @register_model("finc", "glow-like", True,
                 "ActNorm → Conv1x1 → one causal k×k conv → AffineCoupling")
 def _finc_step(cfg, channels, index):
+    coupling = _coupling(cfg, channels)
     return [ActNorm(channels), Conv1x1(channels),
-            InvConv2d(channels, cfg.kernel_size, _order(index), placement="conv"),
-            AffineCoupling(channels, cfg.width)]
+            InvConv2d(channels, cfg.kernel_size, _order(index), placement="conv"), coupling]
 
 
 #: Slope of the CNN-only models' SmoothLeakyReLU for x → −∞ (Self-Normalizing Flows' value).
