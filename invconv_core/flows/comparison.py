@@ -56,7 +56,7 @@ import torch
 from .data import DATASET_INFO, load_dataset
 from .errors import RunExistsError
 from .io import atomic_write_bytes, atomic_write_json, save_image_grid, save_line_plot
-from .models import FAMILY_REFERENCE, MODELS, FlowConfig, family_of
+from .models import FAMILY_BASELINE, FAMILY_REFERENCE, MODELS, FlowConfig, family_of
 from .sampling import load_flow, sample
 from .timing import equal_size_configs, time_models
 from .training import RESUME_MAY_CHANGE, TrainConfig, TrainResult, fit
@@ -246,7 +246,7 @@ def _summaries(configs: dict, runs: list, timing: list) -> list:
         mine = [r for r in runs if r.model == model]
         bpd = [r.test_bpd for r in mine]
         t = next(row for row in timing if row["model"] == model)
-        width = flow.width if flow.spec.coupled else None
+        width = flow.coupling_width
         if t["width"] != width or t["parameters"] != mine[0].parameters:  # one equal-size rule
             raise AssertionError(f"{model}: timed width {t['width']} / {t['parameters']} parameters "
                                  f"differ from the trained {width} / {mine[0].parameters}")
@@ -268,7 +268,7 @@ def _markdown(cfg: CompareConfig, base: FlowConfig, rows: list, device: torch.de
             f"L={base.levels}, K={base.steps}, k={base.kernel_size}; {cfg.run.epochs} epochs, batch "
             f"{cfg.run.batch_size}, Adam {cfg.run.lr:g} (÷10 every {cfg.run.lr_step or info.lr_step} epochs); "
             f"seeds 0–{cfg.seeds - 1}; {where}")
-    glow = next((r for r in rows if r.model in ("glow", "cnn-glow")), None)
+    glow = next((r for r in rows if r.model in FAMILY_BASELINE.values()), None)
     lines = [head, "",
              f"| model | coupling width | parameters | test bits/dim (mean ± std, {cfg.seeds} "
              f"seed{'s' if cfg.seeds > 1 else ''}) | − Glow's | FT (ms / 100) | ST (ms / 100) | "

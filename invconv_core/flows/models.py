@@ -56,7 +56,7 @@ from .validate import require_int
 
 __all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "allocate_flow", "MODELS",
            "CNN_MODELS", "ALL_MODELS", "REGISTRY", "ModelSpec", "register_model", "FAMILY_REFERENCE",
-           "family_of"]
+           "FAMILY_BASELINE", "family_of"]
 
 _ORDERS = ("TL", "BR", "TR", "BL")
 _LOG_2PI = math.log(2 * math.pi)
@@ -105,6 +105,11 @@ class FlowConfig:
     def spec(self) -> "ModelSpec":
         """The registry entry of ``model``."""
         return REGISTRY[self.model]
+
+    @property
+    def coupling_width(self) -> int | None:
+        """``width`` for a model with couplings; None for one without (nothing it sizes)."""
+        return self.width if self.spec.coupled else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -251,6 +256,8 @@ CNN_MODELS = tuple(n for n, m in REGISTRY.items() if m.family == "cnn-only")
 ALL_MODELS = tuple(REGISTRY)
 #: The model of each family the others are sized against (equal parameter count).
 FAMILY_REFERENCE = {"glow-like": "inverse-flow", "cnn-only": "cnn-inverse-flow"}
+#: The Glow-1×1 model of each family: the tables' "− Glow's" column and "ST / Glow ST" ratio.
+FAMILY_BASELINE = {"glow-like": "glow", "cnn-only": "cnn-glow"}
 
 
 def family_of(models) -> str:

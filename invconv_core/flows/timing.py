@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .bpd import bits_per_dim
-from .models import MODELS, REGISTRY, FlowConfig, build_flow, family_of
+from .models import FAMILY_BASELINE, MODELS, REGISTRY, FlowConfig, build_flow, family_of
 from .validate import require_int
 
 __all__ = ["time_models", "markdown", "matched_config", "equal_size_configs", "median_seconds",
@@ -118,8 +118,7 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
                 times["train"].append(train_s)
                 times["forward"].append(ft)
                 times["sample"].append(st)
-    return [{"model": name, "width": cfg.width if cfg.spec.coupled else None,
-             "parameters": n_params(model),
+    return [{"model": name, "width": cfg.coupling_width, "parameters": n_params(model),
              "forward_seconds": float(np.median(t["forward"])),
              "sample_seconds": float(np.median(t["sample"])),
              "train_step_seconds": float(np.median(t["train"]))}
@@ -127,7 +126,7 @@ def time_models(base: FlowConfig, device="cpu", batch: int = 100, repeats: int =
 
 
 def markdown(rows, title: str) -> str:
-    glow = next((r for r in rows if r["model"] in ("glow", "cnn-glow")), None)
+    glow = next((r for r in rows if r["model"] in FAMILY_BASELINE.values()), None)
     lines = [f"{title}", "",
              "| model | coupling width | parameters | FT (ms / 100) | ST (ms / 100) | train step (ms / 100) | ST / Glow ST |",
              "|---|---|---|---|---|---|---|"]
