@@ -134,8 +134,8 @@ def test_cifar_batches_of_numpy_1_and_2_load_and_other_arrays_are_refused(tmp_pa
         got, labels = load_cifar_batch(str(path))
         np.testing.assert_array_equal(got, data)
         assert labels == [3, 9]
-    for bad, match in ((data.astype(np.float32), "float32 array"),
-                       (np.array([[object()] * 3072] * 2), r"refused to load global (__builtin__|builtins)\.object"),
+    for bad, match in ((data.astype(np.float32), "refused an array of float32"),
+                       (np.array([[object()] * 3072] * 2), "refused an array of object"),
                        ([[0] * 3072] * 2, "got a list"),
                        (data, "labels")):
         labels = [3, 10] if bad is data else [3, 9]

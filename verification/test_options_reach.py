@@ -53,6 +53,7 @@ TRAINING = {
     "--max-train": ("9", "max_train", 9), "--max-test": ("8", "max_test", 8),
     "--samples": ("5", "samples", 5), "--temperature": ("0.5", "temperature", 0.5),
     "--seed": ("11", "seed", 11), "--workers": ("2", "workers", 2),
+    "--threads": ("3", "threads", 3),
     "--no-progress": (None, "progress", False),
 }
 # invconv-compare's own (not a run's): the CompareConfig field. (--overwrite there deletes the

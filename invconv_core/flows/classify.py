@@ -107,10 +107,10 @@ def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     """Trains the classifier of ``cfg`` and writes it and its metrics to ``cfg.out``.
     The output directory is checked (writable; no earlier result unless ``overwrite``; no
     other process writing to it: :class:`RunLockedError`) before any work."""
-    check_output_dir(cfg.out, "output directory (out)")
+    check_output_dir(cfg.out, "output directory (out)", create=False)
     refuse_if_locked(cfg.out, "output directory")
     _refuse_existing(cfg)  # a refused run leaves the directory untouched, lock file included
-    with run_lock(cfg.out, "output directory"):
+    with run_lock(cfg.out, "output directory", create=True):
         _refuse_existing(cfg)
         return _train_classifier(cfg)
 

@@ -1,15 +1,8 @@
 r"""The command-line tools: each parses its arguments, calls one library function, prints, and
 returns an exit status (the console scripts hand it to ``sys.exit``).
 
-Exit status, the same for every tool:
-
-    0    success
-    1    the work failed: a missing or unreadable file, an occupied run directory, a diverged
-         training run, ...: one line ``<tool>: error: <what and where>`` on stderr
-    2    the command line is wrong (argparse): usage and one line naming the option
-    130  interrupted (Ctrl-C); an interrupted training run continues with --resume
-    143  terminated (SIGTERM, what schedulers send), 129  hung up (SIGHUP): like Ctrl-C, one
-         line on stderr, the last checkpoint intact
+Exit status, the same for every tool: :data:`EXIT_STATUSES` (the one source of the tools'
+``--help`` epilogues and of README's table, which a test keeps equal to it).
 
 Every numeric option is checked by the parser; the output location before any work.
 """
@@ -38,7 +31,26 @@ from .timing import markdown, median_seconds, time_models
 from .training import TrainConfig, fit
 from .validate import SEED_MAX, check_output_file, device_option, float_option, int_option
 
-__all__ = ["train_main", "sample_main", "time_main", "classify_main", "compare_main", "run_tool"]
+__all__ = ["train_main", "sample_main", "time_main", "classify_main", "compare_main", "run_tool",
+           "EXIT_STATUSES", "exit_status_epilog"]
+
+#: Every tool's exit statuses, with their meaning (README's table is this one, word for word).
+EXIT_STATUSES = (
+    (0, "success"),
+    (1, "the work failed — missing or corrupt file, occupied or unwritable `--out`, diverged "
+        "training — with one line `<tool>: error: ...` on stderr naming the file or value"),
+    (2, "bad command line (unknown option, a number out of range such as `--epochs 0`): usage "
+        "and one line naming the option"),
+    (130, "interrupted (Ctrl-C); an interrupted training run continues with `--resume`"),
+    (143, "terminated by SIGTERM (what batch schedulers send), like Ctrl-C: one line on stderr, "
+          "the last checkpoint intact"),
+    (129, "hung up (SIGHUP, a closed terminal), the same"),
+)
+
+
+def exit_status_epilog() -> str:
+    """The exit statuses as one paragraph of ``--help`` (from :data:`EXIT_STATUSES`)."""
+    return "Exit status: " + "; ".join(f"{code} {text.replace('`', '')}" for code, text in EXIT_STATUSES) + "."
 
 _POS = int_option(1)
 _SEED = int_option(0, SEED_MAX)
@@ -195,6 +207,12 @@ def add_models_option(p) -> None:
                         + " ".join(CNN_MODELS) + ")")
 
 
+def add_threads_option(p) -> None:
+    p.add_argument("--threads", type=_POS, default=_RUN_DEFAULTS["threads"],
+                   help="CPU threads of the run (default: torch's); a run resumes bit-identically "
+                        "under the thread count it was trained with")
+
+
 def add_device_option(p, default=None) -> None:
     p.add_argument("--device", type=device_option, default=default,
                    help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -207,20 +225,20 @@ def train_parser() -> argparse.ArgumentParser:
         prog="invconv-train",
         description="Train a flow (Inverse-Flow, a baseline, or a CNN-only flow) and report test bits/dim.",
         epilog="Writes OUT/last.pt every epoch, OUT/best.pt at the best test bits/dim, "
-               "OUT/samples.png and OUT/metrics.json. Exit status: 0 done, 1 failed (one line on "
-               "stderr), 2 bad command line, 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (continue with --resume).")
+               "OUT/samples.png and OUT/metrics.json. " + exit_status_epilog())
     p.add_argument("--model", choices=ALL_MODELS, default=_RUN_DEFAULTS["model"])
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, metrics)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt (it may change only --epochs, --device, "
-                           "--data-dir, --workers, --samples, --temperature and progress; any other "
-                           "setting that differs from the run's is refused)")
+                           "--data-dir, --workers, --samples, --temperature, --threads and progress; "
+                           "any other setting that differs from the run's is refused)")
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     add_data_options(p)
     add_architecture_options(p)
     add_optimiser_options(p)
     add_sample_options(p)
     add_device_option(p)
+    add_threads_option(p)
     p.add_argument("--seed", type=_SEED, default=_RUN_DEFAULTS["seed"])
     p.add_argument("--workers", type=_NONNEG, default=_RUN_DEFAULTS["workers"], help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -242,7 +260,7 @@ def train_main(argv=None) -> int:
 # ----------------------------------------------------------------------------- invconv-sample
 
 def sample_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="invconv-sample",
+    p = argparse.ArgumentParser(prog="invconv-sample", epilog=exit_status_epilog(),
                                 description="Draw images from a trained flow checkpoint into a grid PNG, with timing.")
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of an invconv-train run")
     p.add_argument("--out", required=True, help="PNG path")
@@ -269,7 +287,7 @@ def sample_main(argv=None) -> int:
 
 def time_main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="invconv-time",
+        prog="invconv-time", epilog=exit_status_epilog(),
         description="The paper's timing table: forward (FT) and sampling (ST) time per batch, a "
                     "training step, and parameters, for every model at Inverse-Flow's size.")
     p.add_argument("--shape", choices=sorted(DATASET_INFO), default="mnist", help="image shape of this dataset")
@@ -297,7 +315,7 @@ def time_main(argv=None) -> int:
 # ----------------------------------------------------------------------------- invconv-classify
 
 def classify_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="invconv-classify",
+    p = argparse.ArgumentParser(prog="invconv-classify", epilog=exit_status_epilog(),
                                 description="The paper's classifier: two inverse-of-convolution layers and one linear layer.")
     p.add_argument("--dataset", choices=CLASSIFIER_DATASETS, default="digits")
     p.add_argument("--epochs", type=_POS, default=50)
@@ -332,8 +350,7 @@ def compare_parser() -> argparse.ArgumentParser:
                "and one invconv-train run per model and seed in OUT/runs/<model>/seed<s> (with "
                "--depths: one such directory OUT/steps<K> per K, and OUT/depth_table.md, "
                "OUT/depths.json, OUT/bpd_vs_depth.png). Run it again to continue: finished runs "
-               "are skipped, interrupted ones resume. Exit status: 0 done, 1 failed (one line on "
-               "stderr), 2 bad command line, 130 interrupted.")
+               "are skipped, interrupted ones resume. " + exit_status_epilog())
     add_models_option(p)
     p.add_argument("--seeds", type=_POS, default=_COMPARE_DEFAULTS["seeds"], help="seeds 0 .. S-1 per model")
     p.add_argument("--depths", type=_POS, nargs="+", default=None,
@@ -346,6 +363,7 @@ def compare_parser() -> argparse.ArgumentParser:
     add_optimiser_options(p)
     add_sample_options(p)
     add_device_option(p)
+    add_threads_option(p)
     p.add_argument("--timing-repeats", type=_POS, default=_COMPARE_DEFAULTS["timing_repeats"])
     p.add_argument("--progress", action="store_true", help="tqdm progress bars")
     return p

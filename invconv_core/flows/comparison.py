@@ -44,10 +44,10 @@ side; and each run's training time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import statistics
 from dataclasses import dataclass
 
@@ -55,12 +55,14 @@ import torch
 
 from .data import DATASET_INFO, load_dataset
 from .errors import RunExistsError
+from .migration import migrate
 from .io import atomic_write_bytes, atomic_write_json, save_image_grid, save_line_plot
-from .models import FAMILY_BASELINE, FAMILY_REFERENCE, MODELS, FlowConfig, family_of
+from .models import (FAMILY_BASELINE, FAMILY_REFERENCE, MODELS, FlowConfig, family_of,
+                     require_fits_in_memory)
 from .sampling import load_flow, sample
 from .timing import equal_size_configs, time_models
 from .training import RESUME_MAY_CHANGE, TrainConfig, TrainResult, fit
-from .runlock import run_lock
+from .runlock import remove_locked_tree, run_lock
 from .validate import check_output_dir, require_int
 
 __all__ = ["CompareConfig", "CompareResult", "ModelSummary", "compare", "run_directory"]
@@ -191,15 +193,18 @@ def _check_settings(cfg: CompareConfig) -> None:
         return
     try:
         with open(path) as f:
-            saved = json.load(f)["defining"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+            record = json.load(f)
+        if not isinstance(record, dict) or "defining" not in record:
+            raise ValueError("no 'defining' settings")
+        # the one migration rule of saved settings (a setting added since: its default then),
+        # and a valid TrainConfig (values of the right types and ranges)
+        saved = migrate(TrainConfig, record["defining"], f"{path}: defining", only=_defining_fields())
+        TrainConfig(out=cfg.out, **saved)
+    except (OSError, ValueError, TypeError) as err:
         raise RunExistsError(f"{path}: not a readable invconv-compare settings file ({err}); use "
                              f"another out, or overwrite to start over") from None
     ours = cfg.defining()
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    # a setting added since the file was written: the run was trained with its default
-    changed = [f"{k} {saved.get(k, defaults[k])!r} → {ours[k]!r}" for k in ours
-               if saved.get(k, defaults[k]) != ours[k]]
+    changed = [f"{k} {saved[k]!r} → {ours[k]!r}" for k in ours if saved[k] != ours[k]]
     if changed:
         raise RunExistsError(f"{cfg.out}: holds a comparison trained with other settings "
                              f"({', '.join(changed)}); use another out (--out), or overwrite "
@@ -309,26 +314,47 @@ def compare(cfg: CompareConfig, log=print) -> CompareResult:
     missing dataset files. During training, what :func:`fit` raises (:class:`TrainingDiverged`
     names the run; the finished runs stay and are skipped next time). A second process on the
     same ``out`` is refused with :class:`RunLockedError` (:mod:`.runlock`)."""
-    check_output_dir(cfg.out, "comparison directory (out)")
+    check_output_dir(cfg.out, "comparison directory (out)", create=False)
+    configs = _sized_configs(cfg)
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ImportError("invconv-compare plots with matplotlib, an optional extra: pip install "
                           "'invconv-core[plots]' (or pip install matplotlib)") from err
-    with run_lock(cfg.out, "comparison directory"):
-        return _compare(cfg, log)
+    with run_lock(cfg.out, "comparison directory", create=True):
+        return _compare(cfg, configs, log)
 
 
-def _compare(cfg: CompareConfig, log) -> CompareResult:
+def _sized_configs(cfg: CompareConfig, steps_option: str = "steps") -> dict:
+    """Every model's architecture at equal size (:func:`equal_size_configs`), each checked to
+    fit in memory first (a ValueError naming the options otherwise; nothing allocated)."""
+    base = cfg.base_flow()
+    require_fits_in_memory(base, cfg.run.batch_size, cfg.run.device, steps_option)
+    configs = equal_size_configs(base, cfg.models)
+    for flow in configs.values():
+        require_fits_in_memory(flow, cfg.run.batch_size, cfg.run.device, steps_option)
+    return configs
+
+
+def _compare(cfg: CompareConfig, configs: dict, log) -> CompareResult:
     _check_settings(cfg)
     load_dataset(cfg.run.dataset, "test", cfg.run.data_dir)  # a missing file or package fails now, not later
     device = _device(cfg.run.device)
     base = cfg.base_flow()
-    configs = equal_size_configs(base, cfg.models)
-    if cfg.overwrite and os.path.isdir(os.path.join(cfg.out, "runs")):
-        shutil.rmtree(os.path.join(cfg.out, "runs"))
-    atomic_write_json({"defining": cfg.defining()}, os.path.join(cfg.out, "compare.json"))
+    with contextlib.ExitStack() as held:
+        if cfg.overwrite:  # refused, deleting nothing, while any run inside is being written
+            remove_locked_tree(os.path.join(cfg.out, "runs"))
+        # every run this comparison starts, resumes or reads is locked as a run of its own, from
+        # now until its samples are drawn: a busy one is refused before any training, and no
+        # other process can replace a run between its training and its measurement
+        for model in configs:
+            for seed in range(cfg.seeds):
+                held.enter_context(run_lock(run_directory(cfg.out, model, seed), create=True))
+        atomic_write_json({"defining": cfg.defining()}, os.path.join(cfg.out, "compare.json"))
+        return _train_and_measure(cfg, configs, base, device, log)
 
+
+def _train_and_measure(cfg: CompareConfig, configs: dict, base: FlowConfig, device, log) -> CompareResult:
     runs = _train_all(cfg, configs, log)
 
     log(f"timing {', '.join(cfg.models)} side by side (batch 100, median of {cfg.timing_repeats})")

@@ -37,6 +37,7 @@ A missing or malformed file raises an error naming the path and what was expecte
 from __future__ import annotations
 
 import codecs
+import io
 import functools
 import gzip
 import importlib.util
@@ -216,36 +217,120 @@ def _mnist(data_dir: str, split: str) -> ImageData:
                      torch.tensor(labels, dtype=torch.int64), n_bins=256)
 
 
+#: What a real CIFAR-10 python batch holds at most: 10,000 images of 3,072 bytes. Every array and
+#: every decoded string of a batch is capped at this, and so is what the whole load builds
+#: (twice it: the data and its copy as a decoded string), so a crafted file cannot make the
+#: loader allocate more than a real one does.
+CIFAR_BATCH_BYTES = 10_000 * 3_072
+#: The largest file read as a batch: the data written as UTF-8 text at protocol 2 by a Python 3
+#: tool (up to two bytes per pixel), labels and file names.
+CIFAR_FILE_BYTES = 2 * CIFAR_BATCH_BYTES + (4 << 20)
+_LATIN_1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1")
+
+
 class _CifarUnpickler(pickle.Unpickler):
-    """Builds plain data and numpy arrays only. Any other global a pickle names (``os.system``,
-    ``builtins.eval``, ``subprocess.Popen`` ...) is refused before it is looked up, so loading
-    a crafted file runs no code from it. numpy's array reconstruction is allowed under both of
-    its module names (``numpy.core`` in the real files, written by numpy 1, ``numpy._core``
-    in files written by numpy 2)."""
+    """Builds plain data and uint8 numpy arrays only, within the size of a real batch.
+
+    Any global a pickle names other than the few below (``os.system``, ``builtins.eval``,
+    ``subprocess.Popen`` ...) is refused before it is looked up, so loading a crafted file runs
+    no code from it. The allowed ones are wrapped so that they can build only what a real batch
+    holds: numpy's array reconstruction (``_reconstruct``, and ``_frombuffer`` at protocol 5;
+    under both module names: ``numpy.core`` in the real files, written by numpy 1,
+    ``numpy._core`` by numpy 2) of uint8 arrays of at most
+    :data:`CIFAR_BATCH_BYTES`, contiguous with non-zero strides; ``_codecs.encode`` (how Python 3
+    writes bytes at protocol 2) with the latin-1 codec only, which never grows a string (the
+    ``hex`` codec doubles one at each call: 538 bytes of pickle made 1.76 GB); and the total of
+    what they build capped at twice a batch (a string encoded over and over through the memo)."""
 
     _NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 or 1
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
-                ("numpy._core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
-                ("numpy", "ndarray"): np.ndarray,
-                ("numpy", "dtype"): np.dtype,
-                # how Python 3 writes bytes at protocol 2 (a batch re-pickled by a Python 3
-                # tool): a str -> bytes conversion with a registered codec, no code from the file
-                ("_codecs", "encode"): codecs.encode}
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self.budget = 2 * CIFAR_BATCH_BYTES
+        self._allowed = {("numpy.core.multiarray", "_reconstruct"): self._reconstruct,
+                         ("numpy._core.multiarray", "_reconstruct"): self._reconstruct,
+                         ("numpy", "ndarray"): self._ndarray,
+                         ("numpy", "dtype"): self._dtype,
+                         ("numpy.core.numeric", "_frombuffer"): self._frombuffer,
+                         ("numpy._core.numeric", "_frombuffer"): self._frombuffer,
+                         ("_codecs", "encode"): self._encode}
+
+    def _spend(self, nbytes: int, what: str) -> None:
+        if nbytes > CIFAR_BATCH_BYTES or nbytes > self.budget:
+            raise pickle.UnpicklingError(f"{what} of {nbytes:,} bytes exceeds what a CIFAR-10 batch "
+                                         f"holds ({CIFAR_BATCH_BYTES:,} bytes of images)")
+        self.budget -= nbytes
+
+    def _encode(self, text, encoding="utf-8", errors="strict"):
+        if not isinstance(text, str) or str(encoding).lower() not in _LATIN_1 or errors != "strict":
+            raise pickle.UnpicklingError(f"refused _codecs.encode with {encoding!r} (a CIFAR-10 "
+                                         f"batch encodes only latin-1 text)")
+        self._spend(len(text), "an encoded string")
+        return codecs.encode(text, "latin1")
+
+    @staticmethod
+    def _dtype(spec, align=False, copy=False):
+        dtype = np.dtype(spec)
+        if dtype != np.uint8 and not (dtype == np.int8 and spec in ("b", b"b")):
+            raise pickle.UnpicklingError(f"refused an array of {dtype} (a CIFAR-10 batch holds "
+                                         f"uint8 images)")
+        return dtype
+
+    def _elements(self, shape, itemsize: int) -> int:
+        if isinstance(shape, int):
+            shape = (shape,)
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise pickle.UnpicklingError(f"refused a numpy array of shape {shape!r:.60}")
+        count = 1
+        for n in shape:
+            count *= n
+        self._spend(count * itemsize, "a numpy array")
+        return count
+
+    def _reconstruct(self, subtype, shape, dtype):
+        # numpy's pickled arrays: an empty array of a placeholder type, then __setstate__
+        # with the real shape, dtype and bytes (numpy checks that the bytes fill the shape)
+        if subtype is not self._allowed[("numpy", "ndarray")]:
+            raise pickle.UnpicklingError("refused to reconstruct anything but a numpy array")
+        self._elements(shape, 1)
+        return self._NUMPY_CORE.multiarray._reconstruct(np.ndarray, shape, self._dtype(dtype))
+
+    def _ndarray(self, shape, dtype=float, buffer=None, offset=0, strides=None, order=None):
+        # numpy.ndarray(...) called directly: a view of ``buffer`` whose strides could repeat
+        # one byte over a full-size array; only a contiguous array filled by its buffer
+        dtype = self._dtype(dtype)
+        count = self._elements(shape, dtype.itemsize)
+        if strides is not None or buffer is None or not isinstance(offset, int) or offset != 0 \
+                or len(memoryview(buffer)) != count * dtype.itemsize:
+            raise pickle.UnpicklingError("refused a numpy array that is not exactly its own "
+                                         "contiguous buffer")
+        return np.ndarray(shape, dtype, buffer, 0, None, order)
+
+    def _frombuffer(self, buffer, dtype, shape, order):
+        # how numpy pickles an array at protocol 5: its bytes, then this call
+        return self._ndarray(shape, dtype, buffer, order="F" if order == "F" else "C")
 
     def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
+        if (module, name) in self._allowed:
+            return self._allowed[(module, name)]
         raise pickle.UnpicklingError(f"refused to load global {module}.{name} (a CIFAR-10 batch "
                                      f"holds only plain data and uint8 numpy arrays)")
 
 
 def load_cifar_batch(path: str) -> tuple[np.ndarray, list]:
     """``(data, labels)`` of one CIFAR-10 python batch: ``data`` (N, 3072) uint8, ``labels`` N
-    ints in 0–9. Read with a restricted unpickler (see :class:`_CifarUnpickler`); ValueError
-    naming ``path`` for anything that is not such a batch, a crafted one included."""
+    ints in 0–9. Read with a restricted unpickler (see :class:`_CifarUnpickler`) from a file of
+    at most :data:`CIFAR_FILE_BYTES`; ValueError naming ``path`` for anything that is not such a
+    batch, a crafted one included."""
     try:
         with open(path, "rb") as f:
-            batch = _CifarUnpickler(f, encoding="bytes").load()
+            size = os.fstat(f.fileno()).st_size  # (0 for a pipe: read up to the cap)
+            raw = f.read(min(size, CIFAR_FILE_BYTES) + 1 if size else CIFAR_FILE_BYTES + 1)
+        if len(raw) > CIFAR_FILE_BYTES:
+            raise ValueError(f"the file is larger than a CIFAR-10 batch can be "
+                             f"({CIFAR_FILE_BYTES:,} bytes)")
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        del raw
         data, labels = batch[b"data"], list(batch[b"labels"])
     except Exception as err:
         raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' "
@@ -256,6 +341,8 @@ def load_cifar_batch(path: str) -> tuple[np.ndarray, list]:
                  else type(data).__name__)
         raise ValueError(f"{path}: expected b'data' a uint8 array of shape (N, 3072) and N labels, "
                          f"got a {found} and {len(labels)} labels")
+    if not data.flags.c_contiguous or 0 in data.strides:
+        raise ValueError(f"{path}: b'data' is not a contiguous array (strides {data.strides})")
     if not all(isinstance(v, int) and 0 <= v <= 9 for v in labels):
         raise ValueError(f"{path}: expected b'labels' integers 0–9")
     return data, labels

@@ -26,7 +26,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .comparison import CompareConfig, CompareResult, _check_settings, compare
+from .comparison import CompareConfig, CompareResult, _check_settings, _sized_configs, compare
 from .io import atomic_write_bytes, atomic_write_json, save_line_plot
 from .runlock import run_lock
 from .validate import check_output_dir, require_int
@@ -118,8 +118,10 @@ def compare_depths(cfg: DepthSweepConfig, log=print) -> DepthSweepResult:
     """Run (or continue, or skip) the comparison at every depth, then tabulate and plot. Raises
     what :func:`compare` raises; the checks of every depth's settings run before any training."""
     out = cfg.comparison.out
-    check_output_dir(out, "depth-sweep directory (out)")
-    with run_lock(out, "depth-sweep directory"):
+    check_output_dir(out, "depth-sweep directory (out)", create=False)
+    for k in cfg.depths:  # every depth fits, before anything is created
+        _sized_configs(cfg.at(k), "depths")
+    with run_lock(out, "depth-sweep directory", create=True):
         for k in cfg.depths:  # a depth trained with other settings is refused before any work
             _check_settings(cfg.at(k))
         results: list[CompareResult] = []

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -56,7 +57,8 @@ from .validate import require_int
 
 __all__ = ["FlowConfig", "MultiScaleFlow", "SplitPrior", "build_flow", "allocate_flow", "MODELS",
            "CNN_MODELS", "ALL_MODELS", "REGISTRY", "ModelSpec", "register_model", "FAMILY_REFERENCE",
-           "FAMILY_BASELINE", "family_of"]
+           "FAMILY_BASELINE", "family_of", "parameter_count", "memory_estimate", "machine_memory",
+           "require_fits_in_memory", "SIZE_LIMIT"]
 
 _ORDERS = ("TL", "BR", "TR", "BL")
 _LOG_2PI = math.log(2 * math.pi)
@@ -85,6 +87,13 @@ class FlowConfig:
         for name in ("levels", "steps", "width", "kernel_size"):
             require_int(name, getattr(self, name), 1)
         require_int("n_bins", self.n_bins, 2)
+        for name in ("levels", "width", "kernel_size"):  # sizes beyond what a tensor can have
+            if getattr(self, name) > SIZE_LIMIT:
+                raise ValueError(f"{name} must be at most {SIZE_LIMIT:,}, got {getattr(self, name)}")
+        h, w = self.image_shape[1:]
+        if self.levels >= min(h, w).bit_length() or h % (1 << self.levels) or w % (1 << self.levels):
+            raise ValueError(f"levels={self.levels}: the image {h}×{w} must be divisible by "
+                             f"2^levels (each level halves it)")
         if not 0 <= self.logit_alpha < 0.5:
             raise ValueError(f"logit_alpha must be in [0, 0.5), got {self.logit_alpha!r}")
 
@@ -117,11 +126,13 @@ class FlowConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FlowConfig":
-        """The config of ``to_dict()`` output. A field the dict lacks -- saved before the field
-        existed -- takes its default: the explicit migration of older runs, so adding a field
-        with a default never invalidates them. A field this version does not know is an error."""
-        return cls(**d)
+    def from_dict(cls, d: dict, what: str = "config") -> "FlowConfig":
+        """The config of ``to_dict()`` output, migrated by the one rule of :mod:`.migration`: a
+        field the dict lacks takes the default recorded for runs saved before the field existed;
+        an unknown field, a missing original one or a mistyped value is a
+        :class:`~invconv_core.flows.migration.SettingsError` naming ``what`` and the field."""
+        from .migration import migrate
+        return cls(**migrate(cls, d, what))
 
     def differences(self, saved: dict) -> list[str]:
         """How a saved config (``to_dict()`` output, migrated as :meth:`from_dict` does) differs
@@ -306,9 +317,7 @@ class MultiScaleFlow(nn.Module):
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
-        c, h, w = config.image_shape
-        if h % (2 ** config.levels) or w % (2 ** config.levels):
-            raise ValueError(f"image {h}×{w} is not divisible by 2^levels = {2 ** config.levels}")
+        c, h, w = config.image_shape  # (levels checked against h, w by FlowConfig)
         self.pre = LogitTransform(config.logit_alpha)
         self.levels = nn.ModuleList()
         self.splits = nn.ModuleList()
@@ -389,6 +398,75 @@ class MultiScaleFlow(nn.Module):
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """n images in [0, 1] (the latent→data pass)."""
         return self.decode(None, n, temperature).clamp(0, 1)
+
+
+#: The largest ``levels``/``width``/``kernel_size`` a config may name (a bound on what
+#: :func:`parameter_count` can evaluate on the meta device; every real model is far below it;
+#: ``steps`` has no bound here: the count is extrapolated in it).
+SIZE_LIMIT = 2**31 - 1
+
+
+def parameter_count(config: FlowConfig) -> int:
+    """The parameter count of ``build_flow(config)``, without allocating it: the flow at one and
+    at two steps per level is built on the ``meta`` device (shapes only, no storage) and the
+    count extrapolated linearly in ``steps`` (every step of a level has the same parameters)."""
+    def count(steps):
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_flow(config, steps=steps).parameters())
+    one = count(1)
+    return one + (config.steps - 1) * (count(2) - one)
+
+
+def memory_estimate(config: FlowConfig, batch_size: int) -> tuple[int, int]:
+    """``(parameters, bytes)``: the parameter count and a lower estimate of the memory training
+    ``config`` at ``batch_size`` takes in float32 -- weights, gradients and Adam's two moments
+    (4 × 4 bytes per parameter) plus, per image and step, the activations kept for the backward
+    pass (the state, and for a coupled model the coupling's hidden layers, at each level's
+    resolution). A lower estimate: a run it refuses cannot fit, a run it admits may still not."""
+    params = parameter_count(config)
+    c, h, w = config.image_shape
+    per_step = 0
+    for level in range(config.levels):
+        c, h, w = 4 * c, h // 2, w // 2
+        per_step += c * h * w + (2 * config.width * h * w if config.spec.coupled else 0)
+        if level < config.levels - 1:
+            c //= 2
+    activations = batch_size * config.steps * per_step * 4
+    return params, 16 * params + activations
+
+
+def machine_memory(device: str | None = None) -> int | None:
+    """Bytes of memory on ``device``: the GPU's for ``cuda[:N]``, else the machine's physical
+    memory (None when the system does not say)."""
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+
+
+def require_fits_in_memory(config: FlowConfig, batch_size: int, device: str | None = None,
+                           steps_option: str = "steps") -> None:
+    """ValueError naming the options, the estimate (:func:`memory_estimate`) and the memory of
+    ``device`` when training ``config`` at ``batch_size`` cannot fit -- before anything is
+    allocated or created. ``steps_option``: how the caller's user named ``steps``."""
+    available = machine_memory(device)
+    params, needed = memory_estimate(config, batch_size)
+    if available is not None and needed > available:
+        raise ValueError(f"the model does not fit in memory (width={config.width}, "
+                         f"{steps_option}={config.steps}, levels={config.levels}, "
+                         f"batch_size={batch_size}): about {_size(needed)} for {params:,} "
+                         f"parameters and their activations, this "
+                         f"{'GPU' if device and str(device).startswith('cuda') else 'machine'} "
+                         f"has {_size(available)}")
 
 
 def allocate_flow(config: FlowConfig) -> MultiScaleFlow:

@@ -9,13 +9,28 @@ does not. A second writer fails at once with :class:`RunLockedError` naming the 
 the holder's PID. Everything that deletes or replaces files of a run (the removal of stale
 temporary files, ``overwrite``) happens under the lock.
 
+Three rules make the lock hold against other processes and the file system:
+
+- The lock file is opened without following a symbolic link (``O_NOFOLLOW``) and must be a
+  regular file: a planted link named ``.invconv-lock`` cannot make the lock truncate or create
+  a file elsewhere (it is refused, naming it).
+- A lock counts only while its file is still the one at the path: after ``flock`` the holder
+  checks that the path still names the inode it locked, else it retries. So a directory tree
+  removed (:func:`remove_locked_tree`) while a second process waits cannot leave that process
+  holding the lock of a deleted file beside a new writer.
+- Locks are re-entrant within a process: a comparison holds the lock of every run directory it
+  starts, resumes or deletes, and :func:`fit` inside it takes the same lock again (``flock``
+  alone would refuse the process its own lock).
+
 On a system without ``fcntl`` (Windows) no lock is taken.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 
 from .errors import RunLockedError
 
@@ -24,10 +39,21 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["LOCK_NAME", "run_lock", "refuse_if_locked"]
+__all__ = ["LOCK_NAME", "run_lock", "refuse_if_locked", "remove_locked_tree", "LockFileError"]
 
 #: The lock file's name inside a locked directory.
 LOCK_NAME = ".invconv-lock"
+
+#: Directories this process holds the lock of: real path -> number of nested holders.
+_HELD: dict = {}
+
+
+class LockFileError(OSError):
+    """The lock file of a directory is not a regular file (a symbolic link, a FIFO, ...)."""
+
+
+def _key(directory: str) -> str:
+    return os.path.realpath(directory)
 
 
 def _holder(fd: int) -> str:
@@ -36,6 +62,22 @@ def _holder(fd: int) -> str:
     except OSError:
         text = ""
     return f"PID {text}" if text.isdigit() else "PID unknown"
+
+
+def _open_lock_file(path: str, flags: int) -> int:
+    """The lock file opened without following a link; LockFileError naming it when it is
+    anything but a regular file (a link, dangling or not, is never followed nor written)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise LockFileError(f"{path}: the lock file is a symbolic link; remove it (a lock file "
+                                f"must be a regular file)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockFileError(f"{path}: the lock file is not a regular file; remove it")
+    return fd
 
 
 def _take(fd: int, kind: int, directory: str, what: str) -> None:
@@ -50,10 +92,12 @@ def _take(fd: int, kind: int, directory: str, what: str) -> None:
 def refuse_if_locked(directory: str, what: str = "run directory") -> None:
     """:class:`RunLockedError` if another process holds the lock of ``directory``, found
     without creating or writing anything there (a refused run leaves the directory as it was)."""
-    if fcntl is None:  # pragma: no cover
+    if fcntl is None or _key(directory) in _HELD:  # ours: not another process's
         return
     try:
-        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_lock_file(os.path.join(directory, LOCK_NAME), os.O_RDONLY)
+    except LockFileError:
+        raise
     except OSError:
         return  # no lock file: nobody has locked it
     try:
@@ -62,19 +106,102 @@ def refuse_if_locked(directory: str, what: str = "run directory") -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def run_lock(directory: str, what: str = "run directory"):
-    """Holds the exclusive lock of ``directory`` (which must exist) for the ``with`` block;
-    :class:`RunLockedError` at once if another process holds it."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    path = os.path.join(directory, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+def _same_file(fd: int, path: str) -> bool:
     try:
-        _take(fd, fcntl.LOCK_EX, directory, what)
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _missing_parents(directory: str) -> list:
+    """The directories ``os.makedirs(directory)`` would create, deepest first."""
+    created, path = [], os.path.abspath(directory)
+    while not os.path.exists(path):
+        created.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return created
+
+
+@contextlib.contextmanager
+def run_lock(directory: str, what: str = "run directory", *, create: bool = False):
+    """Holds the exclusive lock of ``directory`` for the ``with`` block;
+    :class:`RunLockedError` at once if another process holds it, :class:`LockFileError` if its
+    lock file is not a regular file. Re-entrant within this process.
+
+    ``create``: make ``directory`` (and missing parents) first; if at the end it holds nothing
+    but the lock file -- a run refused before it wrote anything -- the lock file and every
+    directory made here are removed again, so a refusal leaves nothing behind."""
+    key = _key(directory)
+    if fcntl is None or key in _HELD:
+        _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+        return
+    made = _missing_parents(directory) if create else []
+    if create:
+        os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_NAME)
+    fd, created = -1, False
+    try:
+        for _ in range(100):
+            existed = os.path.lexists(path)
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+            created = not existed
+            _take(fd, fcntl.LOCK_EX, directory, what)
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the file was removed or replaced meanwhile: lock the one there now
+            fd = -1
+        else:  # pragma: no cover - a directory being replaced 100 times in a row
+            raise RunLockedError(f"{directory}: its lock file keeps being replaced; is another "
+                                 f"program deleting the directory?")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            with contextlib.suppress(OSError):  # (the directory itself may have been removed)
+                if created and set(os.listdir(directory)) == {LOCK_NAME}:
+                    os.unlink(path)  # under the lock; a waiter sees the file gone and retries
+                    for d in made:
+                        os.rmdir(d)
     finally:
-        os.close(fd)  # releases the lock
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+        elif made:
+            for d in made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+
+
+def lock_files(root: str) -> list:
+    """The directories under ``root`` (itself included) that hold a lock file."""
+    found = []
+    for here, dirs, files in os.walk(root, followlinks=False):
+        if LOCK_NAME in files or LOCK_NAME in dirs:
+            found.append(here)
+    return found
+
+
+def remove_locked_tree(root: str, what: str = "run directory") -> None:
+    """``shutil.rmtree(root)`` under the lock of every directory inside it that has one: a
+    directory that another process is writing to (a run still training) is refused with
+    :class:`RunLockedError` naming it and its holder, and nothing is deleted."""
+    import shutil
+    if not os.path.isdir(root):
+        return
+    with contextlib.ExitStack() as stack:
+        for directory in lock_files(root):
+            stack.enter_context(run_lock(directory, what))
+        shutil.rmtree(root)

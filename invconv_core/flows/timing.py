@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .bpd import bits_per_dim
-from .models import FAMILY_BASELINE, MODELS, REGISTRY, FlowConfig, build_flow, family_of
+from .models import (FAMILY_BASELINE, MODELS, REGISTRY, FlowConfig, build_flow, family_of,
+                     parameter_count)
 from .validate import require_int
 
 __all__ = ["time_models", "markdown", "matched_config", "equal_size_configs", "median_seconds",
@@ -32,8 +33,8 @@ def n_params(model) -> int:
 def matched_config(base: FlowConfig, model: str, target: int) -> FlowConfig:
     """``base`` with ``model`` and the coupling width whose parameter count is closest to
     ``target`` (parameters grow monotonically with the width: bisection)."""
-    def count(width):
-        return n_params(build_flow(base, model=model, width=width))
+    def count(width):  # on the meta device: nothing is allocated
+        return parameter_count(dataclasses.replace(base, model=model, width=width))
     lo, hi = 1, max(2, base.width)
     while count(hi) < target:
         hi *= 2
@@ -52,7 +53,7 @@ def equal_size_configs(base: FlowConfig, models=MODELS) -> dict:
     Raises ValueError for an empty list, an unknown model or models of two families."""
     models = tuple(models)
     family_of(models)
-    ref = n_params(build_flow(base))
+    ref = parameter_count(base)
     return {m: matched_config(base, m, ref) if REGISTRY[m].coupled and m != base.model
             else dataclasses.replace(base, model=m) for m in models}
 

@@ -47,8 +47,9 @@ from .bpd import bits_per_dim, dequantize
 from .checkpoints import load_checkpoint, load_weights, rng_state, set_rng_state
 from .data import DATASET_INFO, DATASETS, ImageData, load_dataset, require_usable_splits
 from .errors import CheckpointError, RunExistsError, TrainingDiverged
+from .migration import SettingsError, added_field, migrate
 from .io import atomic_save, atomic_write_json, remove_stale_temp_files, save_image_grid
-from .models import ALL_MODELS, FlowConfig, allocate_flow
+from .models import ALL_MODELS, FlowConfig, allocate_flow, require_fits_in_memory
 from .timing import median_seconds
 from .runlock import refuse_if_locked, run_lock
 from .validate import SEED_MAX, check_output_dir, require_device, require_float, require_int
@@ -87,6 +88,10 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     progress: bool = False             # tqdm progress bars
+    # torch's intra-op threads for the run (None: torch's default). The run's numbers depend on
+    # it in the last bits (a reduction splits by thread): resume with the count it was trained
+    # with for a bit-identical continuation (the checkpoint records it)
+    threads: int | None = added_field(None, version="0.3.1")
 
     def __post_init__(self):
         if not isinstance(self.out, str) or not self.out:
@@ -104,7 +109,7 @@ class TrainConfig:
         require_int("seed", self.seed, 0, SEED_MAX)
         if self.device is not None:
             require_device(self.device)
-        for name in ("levels", "lr_step", "max_train", "max_test"):
+        for name in ("levels", "lr_step", "max_train", "max_test", "threads"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
         require_float("lr", self.lr, 0.0, strict=True)
@@ -146,12 +151,11 @@ class TrainResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainResult":
-        """The result of a ``metrics.json`` (``to_dict()`` output), migrated: before 0.3.0 the
-        Adam step count was called ``steps``."""
-        d = dict(d)
-        if "steps" in d and "optimizer_steps" not in d:
-            d["optimizer_steps"] = d.pop("steps")
+    def from_dict(cls, d: dict, what: str = "metrics.json") -> "TrainResult":
+        """The result of a ``metrics.json`` (``to_dict()`` output), migrated
+        (:mod:`.migration`; before 0.3.0 the Adam step count was called ``steps``).
+        :class:`SettingsError` naming ``what`` for a record of wrong types or unknown fields."""
+        d = migrate(cls, d, what, renamed={"steps": "optimizer_steps"})
         d["history"] = tuple(d["history"])
         return cls(**d)
 
@@ -298,10 +302,11 @@ def _prepare_run_dir(cfg: TrainConfig) -> None:
 #: TrainConfig fields a resumed run may change: they do not change what the run computes.
 #: ``epochs`` continues it further (to at least the epochs trained); ``device``, ``data_dir``
 #: (the same dataset at another path), ``workers`` and ``progress`` change where and how it runs;
-#: ``samples`` and ``temperature`` only the final samples.png. Every other field must equal the
+#: ``samples`` and ``temperature`` only the final samples.png; ``threads`` changes the last bits
+#: only (the resumed run says so when it differs from the checkpoint's). Every other field must equal the
 #: run's (the effective value: ``levels``/``lr_step`` None and the dataset's default are equal).
 RESUME_MAY_CHANGE = ("out", "resume", "overwrite", "epochs", "device", "data_dir", "workers",
-                     "progress", "samples", "temperature")
+                     "progress", "samples", "temperature", "threads")
 
 
 def _effective(train_config: dict) -> dict:
@@ -344,9 +349,13 @@ def _load_resume_checkpoint(cfg: TrainConfig) -> dict:
     saved = ck.get("train_config")
     if not isinstance(saved, dict):
         return ck  # a checkpoint of a version before 0.2.1: only its model config is checked
+    try:
+        saved = migrate(TrainConfig, saved, f"{path}: train_config")
+    except SettingsError as err:
+        raise CheckpointError(str(err)) from None
     ours, theirs = _effective(dataclasses.asdict(cfg)), _effective(saved)
-    changed = [f"{k} (--{k.replace('_', '-')}) {theirs.get(k)!r} → {ours[k]!r}"
-               for k in ours if k not in RESUME_MAY_CHANGE and theirs.get(k) != ours[k]]
+    changed = [f"{k} (--{k.replace('_', '-')}) {theirs[k]!r} → {ours[k]!r}"
+               for k in ours if k not in RESUME_MAY_CHANGE and theirs[k] != ours[k]]
     if changed:
         raise ValueError(f"{path}: a resumed run cannot change {', '.join(changed)}; resume with "
                          f"the run's settings, or start a new run (--overwrite or another --out)")
@@ -365,19 +374,38 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
     device = cfg.device  # checked by TrainConfig
     _, rank, _ = dist_environment()
     _dist_timeout()  # a bad INVCONV_DIST_TIMEOUT fails now, not when the group forms
-    check_output_dir(cfg.out, "run directory (out)")
+    check_output_dir(cfg.out, "run directory (out)", create=False)
+    require_fits_in_memory(cfg.flow_config(), cfg.batch_size, cfg.device)
     if rank == 0:
         refuse_if_locked(cfg.out)  # a busy directory is named as such, before anything else
     _prepare_run_dir(cfg)  # a refused run leaves the directory untouched, lock file included
     # one writer per run directory: rank 0 is the only process of a run that writes
-    with run_lock(cfg.out) if rank == 0 else contextlib.nullcontext():
+    with run_lock(cfg.out, create=True) if rank == 0 else contextlib.nullcontext():
         _prepare_run_dir(cfg)  # again: another writer may have changed it meanwhile
         resumed = _load_resume_checkpoint(cfg) if cfg.resume else None
+        previous_threads = torch.get_num_threads()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        if resumed is not None and rank == 0:
+            _say_if_threads_differ(resumed, log)
         ctx = _Dist(device)
         try:
             return _fit(cfg, ctx, log, resumed)
         finally:
             ctx.close()
+            torch.set_num_threads(previous_threads)
+
+
+def _say_if_threads_differ(ck: dict, log) -> None:
+    """One line when the run continues under another thread count than its checkpoint was
+    trained with: the continuation is then exact in every setting but equal to an
+    uninterrupted run only to the last bits (a CPU reduction splits by thread)."""
+    saved, now = ck.get("threads"), torch.get_num_threads()
+    if isinstance(saved, int) and saved != now:
+        log(f"note: the run was trained with {saved} thread{'s' if saved != 1 else ''}, this "
+            f"session uses {now}: it continues exactly, but its numbers will differ from an "
+            f"uninterrupted run in the last bits (resume with --threads {saved} for a "
+            f"bit-identical continuation)")
 
 
 @dataclass
@@ -568,7 +596,7 @@ def _checkpoint(run: _Run, epoch: int, test_bpd: float) -> None:
               "scheduler": run.sched.state_dict(), "rng": rngs, "config": run.config.to_dict(),
               "epoch": epoch, "step": run.step, "best_test_bpd": min(run.best, test_bpd),
               "history": run.history, "train_seconds": run.train_seconds,
-              "train_config": dataclasses.asdict(run.cfg)}
+              "train_config": dataclasses.asdict(run.cfg), "threads": torch.get_num_threads()}
         atomic_save(ck, run.last_path)
         if test_bpd < run.best:
             atomic_save(ck, run.best_path)

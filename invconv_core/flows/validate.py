@@ -103,12 +103,26 @@ def float_option(minimum: float, *, strict: bool = False):
     return parse
 
 
-def check_output_dir(path: str, what: str = "output directory") -> str:
-    """Creates ``path`` if needed and proves it writable (a temporary file is created and
-    removed), so an unusable output fails before hours of work instead of after them.
-    Returns the path; OSError/NotADirectoryError naming it otherwise."""
+def check_output_dir(path: str, what: str = "output directory", *, create: bool = True) -> str:
+    """Proves ``path`` usable as a writable directory before hours of work instead of after
+    them. ``create``: make it if needed and write (and remove) a temporary file there; without,
+    nothing is created -- an existing ``path`` must be a writable directory, a missing one must
+    have a writable existing ancestor (the run creates it when it starts, so a run refused
+    before that leaves nothing behind). Returns the path; OSError/NotADirectoryError naming it
+    otherwise."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f"{path}: the {what} exists and is not a directory")
+    if not create:
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(f"{path}: the {what} cannot be created ({existing} is not a "
+                                     f"directory)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{path}: the {what} cannot be created or written "
+                                  f"({existing}: permission denied)")
+        return path
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):

@@ -1,0 +1,294 @@
+"""Reliability round 3 (issue 29): a run directory nobody else can clobber, a dataset file that
+cannot exhaust memory, saved runs that survive the next version, clear refusals that create
+nothing, and the blind spots the suite had. Console scripts run as installed subprocesses; the
+locks are tested with real processes. Each test names the item of the issue it covers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from test_console_scripts import TINY, one_error_line, run, script
+from test_reliability import _holds_lock, _wait_for
+
+SMALL = ["--dataset", "digits", "--steps", "1", "--width", "8", "--max-train", "200",
+         "--max-test", "100", "--batch-size", "50"]
+COMPARE = [*SMALL, "--models", "glow", "--seeds", "1", "--timing-repeats", "1", "--samples", "4"]
+
+
+def _train_in_background(out, epochs=100000):
+    proc = subprocess.Popen([script("invconv-train"), *TINY, "--model", "glow", "--epochs", str(epochs),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ok = _wait_for(lambda: (out / "last.pt").exists() and _holds_lock(out, proc.pid), proc=proc)
+    assert ok, proc.communicate()[1] if proc.poll() is not None else "the run wrote no checkpoint"
+    return proc
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+
+
+# ------------------------------------------------------------------ item 1: compare vs a live run
+
+@pytest.mark.parametrize("depths", [False, True])
+def test_compare_never_deletes_or_reuses_a_run_another_process_is_training(tmp_path, depths):
+    """Before: compare --overwrite deleted OUT/runs under a live invconv-train, trained a new run
+    there (rc 0) and sampled from the other process's last.pt. Now the busy run is refused,
+    named with its holder, and nothing of it is deleted or written; with --depths likewise."""
+    out = tmp_path / "C"
+    run_dir = out / ("steps1" if depths else "") / "runs" / "glow" / "seed0"
+    first = _train_in_background(run_dir)
+    try:
+        before = (run_dir / "last.pt").stat().st_mtime_ns
+        extra = ["--depths", "1"] if depths else []
+        for mode in (["--overwrite"], []):
+            proc = run("invconv-compare", *COMPARE, "--epochs", "1", "--out", out, *extra, *mode)
+            assert proc.returncode == 1, (mode, proc.stdout, proc.stderr)
+            line = one_error_line(proc, "invconv-compare")
+            assert f"{run_dir}: another process (PID {first.pid}) is writing" in line, line
+            assert first.poll() is None
+            assert (run_dir / "last.pt").exists() and not (run_dir / "metrics.json").exists()
+        assert _wait_for(lambda: (run_dir / "last.pt").stat().st_mtime_ns != before, proc=first)
+        assert not (out / ("steps1" if depths else "") / "compare.json").exists()
+    finally:
+        _stop(first)
+    ck = torch.load(run_dir / "last.pt", weights_only=True)
+    assert ck["epoch"] >= 1 and ck["train_config"]["epochs"] == 100000  # still the first run's
+
+
+def test_a_directory_is_not_deleted_while_a_lock_inside_is_held(tmp_path):
+    from invconv_core.flows import RunLockedError
+    from invconv_core.flows.runlock import remove_locked_tree
+    (tmp_path / "runs" / "a" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "seed0" / "last.pt").write_bytes(b"x")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from invconv_core.flows.runlock import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)",
+                               str(tmp_path / "runs" / "a" / "seed0")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=rf"seed0: another process \(PID {holder.pid}\)"):
+            remove_locked_tree(str(tmp_path / "runs"))
+        assert (tmp_path / "runs" / "a" / "seed0" / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    remove_locked_tree(str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_lock_on_a_file_deleted_meanwhile_is_not_a_lock(tmp_path, monkeypatch):
+    """The race of a deleted directory: this process opens the lock file, then (before its
+    flock) the file is deleted and another process creates and locks a new one. The flock on
+    the old, deleted file succeeds; run_lock must notice that the path names another file now
+    and lock that one (refused: it is held). Before, it held the lock of the deleted file beside
+    the other writer."""
+    from invconv_core.flows import RunLockedError
+    from invconv_core.flows import runlock
+    d = tmp_path / "run"
+    d.mkdir()
+    real_flock, holders = runlock.fcntl.flock, []
+
+    def racing_flock(fd, op):
+        if not holders:
+            os.unlink(d / runlock.LOCK_NAME)
+            holders.append(subprocess.Popen(
+                [sys.executable, "-c", "import sys, time; from invconv_core.flows.runlock import run_lock\n"
+                 "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(d)],
+                stdout=subprocess.PIPE, text=True))
+            assert holders[0].stdout.readline().strip() == "held"
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(runlock.fcntl, "flock", racing_flock)
+    try:
+        with pytest.raises(RunLockedError, match=rf"another process \(PID {holders[0].pid if holders else ''}"):
+            with runlock.run_lock(str(d)):
+                pass
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+
+
+# ------------------------------------------------------------------ item 2: a symlinked lock file
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path, dangling):
+    from invconv_core.flows.runlock import LOCK_NAME, LockFileError, run_lock
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_text("precious\n")
+    lk = tmp_path / "lk"
+    lk.mkdir()
+    os.symlink(victim, lk / LOCK_NAME)
+    with pytest.raises(LockFileError, match=rf"{lk / LOCK_NAME}: the lock file is a symbolic link"):
+        with run_lock(str(lk)):
+            pass
+    assert (victim.read_text() == "precious\n") if not dangling else not victim.exists()
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--out", lk)
+    assert proc.returncode == 1
+    assert "the lock file is a symbolic link" in one_error_line(proc, "invconv-train")
+    assert (victim.read_text() == "precious\n") if not dangling else not victim.exists()
+
+
+def test_a_lock_file_that_is_a_fifo_is_refused(tmp_path):
+    from invconv_core.flows.runlock import LOCK_NAME, LockFileError, refuse_if_locked, run_lock
+    os.mkfifo(tmp_path / LOCK_NAME)
+    with pytest.raises(LockFileError, match="not a regular file"):
+        refuse_if_locked(str(tmp_path))
+    with pytest.raises(LockFileError, match="not a regular file"):
+        with run_lock(str(tmp_path)):
+            pass
+
+
+# ------------------------------------------------------------------ item 3 and 11: CIFAR pickles
+
+def _hex_chain(steps: int) -> bytes:
+    """A protocol-2 pickle doubling a string ``steps`` times through the memo with
+    ``_codecs.encode(prev, 'hex')`` (538 bytes for 30 steps made 1.76 GB before)."""
+    out = b"\x80\x02c_codecs\nencode\nq\x00X\x02\x00\x00\x00abX\x06\x00\x00\x00latin1\x86Rq\x01"
+    for i in range(1, steps + 1):
+        out += b"h\x00h" + bytes([i]) + b"X\x03\x00\x00\x00hex\x86Rq" + bytes([i + 1])
+    return out + b"."
+
+
+def _zero_strided(rows: int) -> bytes:
+    """``numpy.ndarray((rows, 3072), 'u1', b'\\x07', 0, (0, 0))`` as the batch's data: a full-size
+    array on one byte (400 KB → 600 MB as uint8 before)."""
+    shape = b"J" + rows.to_bytes(4, "little") + b"M\x00\x0c\x86"  # (rows, 3072)
+    return (b"\x80\x02}(C\x04datacnumpy\nndarray\n(" + shape +
+            b"X\x02\x00\x00\x00u1C\x01\x07K\x00K\x00K\x00\x86tRC\x06labels]u.")
+
+
+def _repeated_encode(copies: int) -> bytes:
+    """One 1 MB latin-1 string encoded ``copies`` times through the memo (each call a new 1 MB
+    bytes object: the whole load, not one string, is what grows)."""
+    out = b"\x80\x02c_codecs\nencode\nq\x00X" + (1 << 20).to_bytes(4, "little") + b"a" * (1 << 20)
+    out += b"q\x01]q\x02("
+    for _ in range(copies):
+        out += b"h\x00h\x01X\x06\x00\x00\x00latin1\x86R"
+    return out + b"e."
+
+
+@pytest.mark.parametrize("payload, says", [
+    (lambda: _hex_chain(26), "refused _codecs.encode with 'hex'"),
+    (lambda: _zero_strided(20000), "exceeds what a CIFAR-10 batch holds"),
+    (lambda: _zero_strided(100), "not exactly its own contiguous buffer"),
+    (lambda: _repeated_encode(200), "exceeds what a CIFAR-10 batch holds"),
+], ids=["hex-doubling", "zero-strides-full-size", "zero-strides-small", "memo-repeated-encode"])
+def test_a_crafted_cifar_batch_cannot_exhaust_memory(tmp_path, payload, says):
+    """Each payload is refused naming the file, and loading it allocates at most what a real
+    batch may (twice its 30.7 MB of images: the budget of the whole load; tracemalloc sees
+    numpy's and Python's allocations). Before: the hex chain grew to 2 × 128 MiB at 26 steps
+    (1.76 GB at 30), the zero-strided array to 245 MB as float32 here (2.4 GB at 400 KB), the
+    repeated encode to 200 MB."""
+    from invconv_core.flows.data import load_cifar_batch
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(payload())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"data_batch_1: not a CIFAR-10 python batch.*{says}"):
+            data, _ = load_cifar_batch(str(path))
+            data.astype(np.float32)  # what the loader does next, when it got this far
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    from invconv_core.flows.data import CIFAR_BATCH_BYTES
+    assert peak < 2 * CIFAR_BATCH_BYTES + (8 << 20), peak
+
+
+def test_a_cifar_file_larger_than_any_batch_is_refused_unread(tmp_path):
+    from invconv_core.flows.data import CIFAR_FILE_BYTES, load_cifar_batch
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        f.truncate(CIFAR_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ValueError, match="larger than a CIFAR-10 batch can be"):
+        load_cifar_batch(str(path))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("target", ["eval", "open", "exec", "__import__"])
+def test_no_builtin_is_reachable_at_any_protocol(tmp_path, protocol, target):
+    """Item 11: the tests pickled at protocol 2 only, where builtins are ``__builtin__``: an
+    unpickler that also allowed ``builtins.*`` passed them. Every protocol, a builtin payload;
+    the marker file never appears."""
+    from invconv_core.flows.data import load_cifar_batch
+    marker = tmp_path / "ran"
+    call = {"eval": (eval, (f"open({str(marker)!r}, 'w')",)),
+            "exec": (exec, (f"open({str(marker)!r}, 'w')",)),
+            "open": (open, (str(marker), "w")),
+            "__import__": (__import__, ("os",))}[target]
+
+    class Payload:
+        def __reduce__(self):
+            return call
+
+    good = np.zeros((2, 3072), np.uint8)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": good, b"labels": [0, Payload()]}, protocol=protocol))
+    module = ("__builtin__" if protocol < 3 else "builtins") if target != "open" else "(_?io|builtins|__builtin__)"
+    with pytest.raises(ValueError, match=rf"refused to load global {module}\.{target}"):
+        load_cifar_batch(str(path))
+    assert not marker.exists()
+
+
+def test_the_builtin_payloads_reach_builtins_when_the_unpickler_allows_them(tmp_path, monkeypatch):
+    """The planted fault of item 11 (an unpickler that also allows ``builtins.*``) is caught:
+    with it, the protocol-3 payload above runs (the marker appears), so its test fails."""
+    import builtins
+
+    from invconv_core.flows import data
+    original = data._CifarUnpickler.find_class
+    monkeypatch.setattr(data._CifarUnpickler, "find_class", lambda self, module, name: getattr(
+        builtins, name) if module == "builtins" else original(self, module, name))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return eval, (f"open({str(marker)!r}, 'w')",)
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, Payload()]},
+                                  protocol=3))
+    with pytest.raises(ValueError):
+        data.load_cifar_batch(str(path))  # the label is not an int: refused, after it ran
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("module", [b"builtins", b"__builtin__"])
+@pytest.mark.parametrize("name", [b"eval", b"open"])
+def test_a_builtin_named_by_either_module_name_is_refused(tmp_path, module, name):
+    """pickle writes open as io.open; a crafted file names builtins.open (or eval) directly."""
+    from invconv_core.flows.data import load_cifar_batch
+    marker = tmp_path / "ran"
+    arg = (f"open({str(marker)!r}, 'w')" if name == b"eval" else str(marker)).encode()
+    extra = b"X\x01\x00\x00\x00w" if name == b"open" else b""
+    raw = (b"\x80\x02c" + module + b"\n" + name + b"\n(X" + len(arg).to_bytes(4, "little") + arg +
+           extra + b"tR.")
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match=rf"refused to load global {module.decode()}\.{name.decode()}"):
+        load_cifar_batch(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_real_batch_loads_at_every_protocol(tmp_path, protocol):
+    from invconv_core.flows.data import load_cifar_batch
+    data = np.random.default_rng(0).integers(0, 256, (30, 3072), dtype=np.uint8)
+    path = tmp_path / "b"
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": list(range(10)) * 3,
+                                   b"filenames": [b"x.png"] * 30}, protocol=protocol))
+    got, labels = load_cifar_batch(str(path))
+    np.testing.assert_array_equal(got, data)
+    assert labels == list(range(10)) * 3
