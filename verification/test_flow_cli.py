@@ -88,28 +88,38 @@ def test_resume_errors(tmp_path):
         fit(tiny(out, epochs=2, width=8, resume=True))
 
 
-def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
-    """Issue 21: a FlowConfig field added with a default must not orphan older runs -- a
-    checkpoint without it resumes (the field takes its default: FlowConfig.from_dict's explicit
-    migration); one saved with a value this run does not have is refused naming the field."""
+def test_saved_configs_follow_the_one_migration_rule(tmp_path):
+    """Issue 29 item 4 (migration.py): a field added since a run was saved takes the default it
+    had when it was added (TrainConfig.threads, 0.3.1: a 0.3.0 checkpoint lacks it and resumes);
+    a field every version wrote (FlowConfig.logit_alpha) missing is damage, refused naming it;
+    a saved value this run does not have is refused naming the field; a field this version does
+    not know (a newer version's run) is refused, not ignored."""
     out = str(tmp_path / "run")
     fit(tiny(out, epochs=1), log=lambda line: None)
     path = os.path.join(out, "last.pt")
     ck = torch.load(path, weights_only=True)
-    del ck["config"]["logit_alpha"]  # as if saved before logit_alpha existed (default 0.05)
+    del ck["train_config"]["threads"], ck["threads"]  # as 0.3.0 wrote it
     torch.save(ck, path)
     again = fit(tiny(out, epochs=2, resume=True), log=lambda line: None)
-    assert again.epochs == 2 and again.config["logit_alpha"] == 0.05
+    assert again.epochs == 2
     ck = torch.load(path, weights_only=True)
+    del ck["config"]["logit_alpha"]
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match=r"last.pt: checkpoint config differs .*lacks the setting 'logit_alpha'"):
+        fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
     ck["config"]["logit_alpha"] = 0.1
     torch.save(ck, path)
     with pytest.raises(ValueError, match=r"logit_alpha: saved 0.1, now 0.05"):
         fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
-    # a field this version does not know (a newer version's run) is refused, not ignored
     ck["config"]["logit_alpha"] = 0.05
     ck["config"]["activation"] = "spline"
     torch.save(ck, path)
-    with pytest.raises(ValueError, match="not a config of this version"):
+    with pytest.raises(ValueError, match="unknown setting.s. activation"):
+        fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
+    del ck["config"]["activation"]
+    ck["train_config"]["label_smoothing"] = 0.1
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match=r"last.pt: train_config: unknown setting.s. label_smoothing"):
         fit(tiny(out, epochs=3, resume=True), log=lambda line: None)
 
 

@@ -302,10 +302,14 @@ class SmoothLeakyReLU(FlowLayer):
     step is taken with autograd on, so the inverse's gradient is the implicit one, 1/f'(x).
     """
 
+    #: The smallest slope taken: below it, Newton's method from z needs more steps than
+    #: ``max_iter`` to cross the flat stretch between z and the root (x ≈ log z for z ≫ α|x|).
+    MIN_ALPHA = 1e-6
+
     def __init__(self, alpha: float = 0.1, max_iter: int = 100, mirrored: bool = False):
         super().__init__()
-        if not 0.0 < float(alpha) < 1.0:
-            raise ValueError(f"SmoothLeakyReLU: alpha must be in (0, 1), got {alpha!r}")
+        if not self.MIN_ALPHA <= float(alpha) < 1.0:
+            raise ValueError(f"SmoothLeakyReLU: alpha must be in [{self.MIN_ALPHA:g}, 1), got {alpha!r}")
         self.alpha = float(alpha)
         self.max_iter = int(max_iter)
         self.mirrored = bool(mirrored)
@@ -320,13 +324,25 @@ class SmoothLeakyReLU(FlowLayer):
     def _log_slope(self, x):
         return torch.log(self.alpha + (1 - self.alpha) * torch.sigmoid(x))
 
+    def _require_normal_slope(self, t) -> None:
+        """ValueError when ``alpha`` is not a normal number of ``t``'s dtype (float16's smallest
+        is 6.1e-5): the slope would underflow, and the layer would map a whole stretch of
+        negative values onto one (x = −30 → −17.56 in float16 at alpha 1e-30; log-det −inf)."""
+        tiny = torch.finfo(t.dtype).tiny
+        if self.alpha < tiny:
+            raise ValueError(f"SmoothLeakyReLU: alpha={self.alpha:g} underflows in {t.dtype} (its "
+                             f"smallest normal number is {tiny:.3g}): the layer is not invertible "
+                             f"there; use alpha >= {tiny:.3g} or a wider dtype")
+
     def forward(self, x):
+        self._require_normal_slope(x)
         if self.mirrored:
             z, ld = self._forward(-x)
             return -z, ld
         return self._forward(x)
 
     def inverse(self, z):
+        self._require_normal_slope(z)
         if self.mirrored:
             x, ld = self._inverse(-z)
             return -x, ld

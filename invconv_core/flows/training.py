@@ -346,9 +346,9 @@ def _load_resume_checkpoint(cfg: TrainConfig) -> dict:
     path = os.path.join(cfg.out, "last.pt")
     ck = load_checkpoint(path, "cpu", required=("config", "model", "optimizer", "scheduler", "rng",
                                                 "epoch", "step"))
-    saved = ck.get("train_config")
-    if not isinstance(saved, dict):
+    if "train_config" not in ck:
         return ck  # a checkpoint of a version before 0.2.1: only its model config is checked
+    saved = ck["train_config"]
     try:
         saved = migrate(TrainConfig, saved, f"{path}: train_config")
     except SettingsError as err:
