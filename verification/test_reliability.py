@@ -480,9 +480,11 @@ def test_unknown_switch_values_warn_once(name, value):
     assert proc.stderr.count(f"{name}={value!r} is not one of") == 1, proc.stderr
 
 
-def test_a_full_disk_names_the_file(tmp_path):
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch, capsys):
     """Before: '[Errno 28] No space left on device' without the file. A mknod copy of /dev/full
-    (root only) stands for the full disk; invconv-verify writes its JSON through to it."""
+    (root only) stands for the full disk. Issue 29 item 9: the full device is refused before any
+    check runs (it ran every check, then failed); a disk that fills up during the run is still
+    named after the report (here: the device check switched off in-process)."""
     import stat
     if not _is_root():
         pytest.skip("mknod needs root")
@@ -491,7 +493,18 @@ def test_a_full_disk_names_the_file(tmp_path):
     proc = run("invconv-verify", "--seed", "3", "--cases", "1", "--json", full)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_error_line(proc, "invconv-verify")
-    assert f"cannot write {full}: No space left on device" in line, line
+    assert f"{full}: the JSON file is the full device" in line, line
+    assert proc.stdout == ""  # no check ran
+    for tool, args in (("invconv-sample", ["--checkpoint", tmp_path / "none.pt", "--out", full]),):
+        proc = run(tool, *args)
+        assert proc.returncode == 1 and "is the full device" in one_error_line(proc, tool)
+
+    from invconv_core import verify
+    from invconv_core.flows import validate
+    monkeypatch.setattr(validate, "_FULL_DEVICE", (-1, -1))
+    assert verify.main(["--seed", "3", "--cases", "1", "--json", str(full)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {full}: No space left on device" in err[0], err
 
 
 def test_a_checkpoint_whose_config_cannot_be_allocated_is_refused(tmp_path):

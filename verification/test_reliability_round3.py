@@ -505,3 +505,71 @@ def test_the_random_inverse_test_catches_a_loose_newton_stop(monkeypatch):
         test_newtons_inverse_reaches_the_root_on_random_inputs(torch.float64, 0.1)
     monkeypatch.setattr(layers.SmoothLeakyReLU, "_inverse", original)
     test_newtons_inverse_reaches_the_root_on_random_inputs(torch.float64, 0.1)
+
+
+# ------------------------------------------------------------------ item 10: thread count
+
+def test_a_resume_under_another_thread_count_says_so(tmp_path):
+    """Item 10: resuming under another thread count continued silently and was not
+    bit-identical (3.682593061923981 with 1 thread vs 3.6825930786132814 with 2). The
+    checkpoint records the count; a resume under another says so in one line; under the same
+    one it is bit-identical to the uninterrupted run."""
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run("invconv-train", *TINY, "--threads", "1", "--epochs", "2", "--out", whole).returncode == 0
+    assert run("invconv-train", *TINY, "--threads", "1", "--epochs", "1", "--out", part).returncode == 0
+    assert torch.load(part / "last.pt", weights_only=True)["threads"] == 1
+    proc = run("invconv-train", *TINY, "--threads", "1", "--epochs", "2", "--out", part, "--resume")
+    assert proc.returncode == 0 and "note:" not in proc.stdout, proc.stderr
+    assert json.loads((part / "metrics.json").read_text())["test_bpd"] == \
+        json.loads((whole / "metrics.json").read_text())["test_bpd"]
+    proc = run("invconv-train", *TINY, "--threads", "2", "--epochs", "3", "--out", part, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: the run was trained with 1 thread, this session uses 2: it continues exactly, "
+            "but its numbers will differ from an uninterrupted run in the last bits (resume with "
+            "--threads 1 for a bit-identical continuation)") in proc.stdout
+    assert torch.load(part / "last.pt", weights_only=True)["threads"] == 2
+
+
+# ------------------------------------------------------------------ item 12: every RNG restored
+
+def _draws():
+    import random
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)])
+
+
+def test_rng_states_round_trip_through_a_checkpoint_file(tmp_path):
+    """Item 12: a set_rng_state that skipped numpy passed the suite (training draws only from
+    torch). Every generator a step may read -- torch, numpy, Python's random -- is saved by
+    rng_state, written with atomic_save, read with weights_only=True and restored."""
+    import random
+
+    from invconv_core.flows.checkpoints import rng_state, set_rng_state
+    from invconv_core.flows.io import atomic_save
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    _draws()
+    atomic_save({"rng": rng_state()}, str(tmp_path / "ck.pt"))
+    expected = _draws()
+    torch.manual_seed(7), np.random.seed(8), random.seed(9)  # anything else in between
+    set_rng_state(torch.load(tmp_path / "ck.pt", weights_only=True)["rng"])
+    got = _draws()
+    for name, e, g in zip(("torch", "numpy", "random"), expected, got):
+        assert e == g, name
+
+
+@pytest.mark.parametrize("skipped", ["numpy", "python"])
+def test_the_round_trip_catches_a_generator_left_unrestored(tmp_path, monkeypatch, skipped):
+    from invconv_core.flows import checkpoints
+    original = checkpoints.set_rng_state
+
+    def planted(state):
+        import random
+        keep = (np.random.get_state(), random.getstate())
+        original(state)
+        if skipped == "numpy":
+            np.random.set_state(keep[0])
+        else:
+            random.setstate(keep[1])
+
+    monkeypatch.setattr(checkpoints, "set_rng_state", planted)
+    with pytest.raises(AssertionError, match=skipped if skipped == "numpy" else "random"):
+        test_rng_states_round_trip_through_a_checkpoint_file(tmp_path)

@@ -141,8 +141,23 @@ def check_output_file(path: str, what: str = "output file") -> str:
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: the {what} is a directory")
     if os.path.exists(path) and not os.path.isfile(path):
-        if stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(path, os.W_OK):
+        mode = os.stat(path)
+        if stat.S_ISSOCK(mode.st_mode) or not os.access(path, os.W_OK):
             raise PermissionError(f"{path}: the {what} exists and cannot be written")
+        if stat.S_ISCHR(mode.st_mode) and (os.major(mode.st_rdev), os.minor(mode.st_rdev)) == _FULL_DEVICE:
+            raise OSError(f"{path}: the {what} is the full device (every write fails with 'No "
+                          f"space left on device')")
         return path
-    check_output_dir(os.path.dirname(os.path.realpath(path)), f"directory of the {what}")
+    folder = os.path.dirname(os.path.realpath(path))
+    check_output_dir(folder, f"directory of the {what}")
+    try:
+        free = os.statvfs(folder)
+    except (OSError, AttributeError):  # pragma: no cover - not POSIX
+        return path
+    if free.f_bavail == 0 and os.geteuid() != 0 or free.f_bfree == 0:
+        raise OSError(f"{path}: no space left on the file system of the {what}")
     return path
+
+
+#: Linux's /dev/full (character device 1, 7): always writable, every write fails with ENOSPC.
+_FULL_DEVICE = (1, 7)
