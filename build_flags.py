@@ -19,7 +19,16 @@ CXX = ["-std=c++20", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi"]
 # --use_fast_math: it flushes denormals to zero, and the solver needs no fast intrinsics.
 NVCC: list[str] = []
 # The SIMT emulation of the CUDA kernel (std::barrier: C++20; a std::thread per CUDA thread).
-EMULATION_CXX = ["-std=c++20", "-pthread"]
+# -Wno-unknown-pragmas: the kernel's `#pragma unroll` lines are nvcc's; the host compiler of the
+# emulation does not know them, and an unrolling hint changes nothing a test of it checks.
+EMULATION_CXX = ["-std=c++20", "-pthread", "-Wno-unknown-pragmas"]
+# INVCONV_WERROR=1 (set by tox): every warning of the host build is an error, so the C++ stays
+# warning-free (verification/test_cuda_compile.py shows that the flag fails a planted warning).
+WERROR = ["-Wall", "-Werror"]
+
+
+def werror_flags() -> list[str]:
+    return WERROR if os.environ.get("INVCONV_WERROR", "0") == "1" else []
 
 
 def opt_flags(debug: bool) -> list[str]:
@@ -135,3 +144,61 @@ def ensure_cuda_home() -> str | None:
     if home and not os.environ.get("CUDA_HOME"):
         os.environ["CUDA_HOME"] = home
     return home
+
+
+def _arch_number(flag: str) -> str | None:
+    """``sm_90`` -> ``9.0``, ``sm_100a`` -> ``10.0a``, ``sm_120`` -> ``12.0`` (None for
+    ``compute_*`` entries and anything else)."""
+    import re
+    m = re.fullmatch(r"sm_(\d+)(\d)([a-z]?)", flag.strip())
+    return f"{m.group(1)}.{m.group(2)}{m.group(3)}" if m else None
+
+
+def default_cuda_arch_list(torch_arch_flags: list[str], nvcc_archs: list[str] | None) -> str | None:
+    """The TORCH_CUDA_ARCH_LIST to build for when no GPU is visible and none is set (a wheel
+    or container build, a login node; torch's own guess fails there with ``IndexError`` in
+    ``_get_cuda_arch_flags``): the architectures the installed torch was built for
+    (``torch_arch_flags``, e.g. ``["sm_80", "sm_90"]``), those the toolkit's nvcc can compile
+    when it says (``nvcc_archs``, e.g. ``["sm_75", "sm_80", ...]``), plus PTX of the newest so
+    that newer GPUs JIT it. None when nothing is left."""
+    wanted = [a for a in (_arch_number(f) for f in torch_arch_flags) if a]
+    if nvcc_archs is not None:
+        can = {_arch_number(f) for f in nvcc_archs}
+        wanted = [a for a in wanted if a in can]
+    if not wanted:
+        return None
+    unique = sorted(set(wanted), key=lambda a: (float(a.rstrip("abcdefghijklmnopqrstuvwxyz")), a))
+    unique[-1] += "+PTX"
+    return ";".join(unique)
+
+
+def nvcc_gpu_archs(nvcc: str | None) -> list[str] | None:
+    """``nvcc --list-gpu-code`` (sm_* entries), None when it cannot say."""
+    import subprocess
+    if not nvcc:
+        return None
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    archs = [a for a in out.stdout.split() if a.startswith("sm_")]
+    return archs if out.returncode == 0 and archs else None
+
+
+def choose_cuda_arch_list(environ, gpu_visible: bool, torch_arch_flags: list[str],
+                          nvcc: str | None) -> str | None:
+    """Sets ``environ["TORCH_CUDA_ARCH_LIST"]`` when it is unset and no GPU is visible
+    (:func:`default_cuda_arch_list`) and returns the line the build prints (None: nothing to
+    choose). SystemExit with one line when nothing can be chosen."""
+    if environ.get("TORCH_CUDA_ARCH_LIST") or gpu_visible:
+        return None
+    chosen = default_cuda_arch_list(torch_arch_flags, nvcc_gpu_archs(nvcc))
+    if chosen is None:
+        raise SystemExit("invconv_core: no GPU is visible and TORCH_CUDA_ARCH_LIST is not set, and "
+                         "the installed torch names no architecture this CUDA toolkit compiles: set "
+                         "TORCH_CUDA_ARCH_LIST (e.g. TORCH_CUDA_ARCH_LIST='9.0+PTX'), or "
+                         "INVCONV_FORCE_CPU=1 for a CPU-only build")
+    environ["TORCH_CUDA_ARCH_LIST"] = chosen
+    return (f"invconv_core: no GPU is visible; building the CUDA kernels for "
+            f"TORCH_CUDA_ARCH_LIST={chosen!r} (the installed torch's architectures that this nvcc "
+            f"compiles; set TORCH_CUDA_ARCH_LIST to override)")

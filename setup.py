@@ -3,7 +3,10 @@
 
 The CPU sources are always built. The CUDA sources (cpp/cuda/*.cu) are added when a CUDA
 toolkit is found and the installed torch is a CUDA build, unless INVCONV_FORCE_CPU=1.
-TORCH_CUDA_ARCH_LIST is honoured by torch's BuildExtension. DEBUG=1 builds with -O0 -g.
+TORCH_CUDA_ARCH_LIST is honoured by torch's BuildExtension; when it is unset and no GPU is
+visible (a wheel or container build), the architectures the installed torch was built for are
+chosen (build_flags.default_cuda_arch_list) and printed. DEBUG=1 builds with -O0 -g;
+INVCONV_WERROR=1 makes every host-compiler warning an error (tox sets it).
 
 Install with ``pip install --no-build-isolation -e .``: an isolated build would download a
 separate (multi-GB) torch instead of building against the one installed.
@@ -34,15 +37,29 @@ def _want_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
+def _choose_cuda_archs() -> None:
+    """Without a visible GPU and without TORCH_CUDA_ARCH_LIST, torch's cpp_extension cannot
+    guess the architectures (IndexError in _get_cuda_arch_flags): build_flags chooses them."""
+    try:
+        flags = torch._C._cuda_getArchFlags().split()
+    except (AttributeError, RuntimeError):
+        flags = []
+    message = build_flags.choose_cuda_arch_list(os.environ, torch.cuda.is_available(), flags,
+                                                os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else None)
+    if message:
+        print(message, flush=True)
+
+
 def _extensions():
     debug = os.environ.get("DEBUG", "0") == "1"
     opt = build_flags.opt_flags(debug)
     sources = sorted(glob.glob(os.path.join("cpp", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("cpp", "cpu", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("cpp", "cuda", "*.cu")))
-    cxx = opt + build_flags.CXX
+    cxx = opt + build_flags.CXX + build_flags.werror_flags()
     kwargs = dict(extra_link_args=["-fopenmp"])
     if _want_cuda() and cuda_sources:
+        _choose_cuda_archs()
         core = CUDAExtension(
             "invconv_core._C",
             sources + cuda_sources,
@@ -57,7 +74,7 @@ def _extensions():
     emulation = CppExtension(
         "invconv_core._simt",
         [os.path.join("cpp", "emulation", "emulated_op.cpp"), os.path.join("cpp", "solve_plan.cpp")],
-        extra_compile_args={"cxx": opt + build_flags.EMULATION_CXX},
+        extra_compile_args={"cxx": opt + build_flags.EMULATION_CXX + build_flags.werror_flags()},
         extra_link_args=["-pthread"],
     )
     return [core, emulation]

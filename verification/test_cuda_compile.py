@@ -6,6 +6,8 @@ check rejects what it guards against."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 from nvcc_check import ARCHS, compile_check, cuda_sources, find_nvcc, problems
@@ -105,3 +107,54 @@ def test_cuda_home_is_found_through_a_wrapper_nvcc(tmp_path):
     # a wrapper that execs something else is not taken for a toolkit
     wrapper.write_text("#!/bin/sh\nexec ccache gcc \"$@\"\n")
     assert build_flags.find_cuda_home({}, which(wrapper), []) is None
+
+
+def test_without_a_visible_gpu_the_build_chooses_torchs_architectures(tmp_path):
+    """Issue 29 item 15: a CUDA build where no GPU is visible (a container or wheel build)
+    crashed in torch's _get_cuda_arch_flags (IndexError) unless TORCH_CUDA_ARCH_LIST was set.
+    Now the build chooses the installed torch's architectures that the toolkit's nvcc compiles,
+    PTX for the newest, and says so; a set TORCH_CUDA_ARCH_LIST or a visible GPU is left alone.
+    A fake toolkit's nvcc answers --list-gpu-code as nvcc 13 does (no sm_50/sm_60/sm_70)."""
+    import build_flags
+
+    toolkit = tmp_path / "cuda-13.0"
+    (toolkit / "bin").mkdir(parents=True)
+    nvcc = toolkit / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\n[ \"$1\" = --list-gpu-code ] && echo 'sm_75\nsm_80\nsm_86\nsm_90\nsm_100\nsm_120'\n")
+    nvcc.chmod(0o755)
+    torch_flags = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120",
+                   "compute_120"]
+    env = {}
+    line = build_flags.choose_cuda_arch_list(env, False, torch_flags, str(nvcc))
+    assert env["TORCH_CUDA_ARCH_LIST"] == "7.5;8.0;8.6;9.0;10.0;12.0+PTX"
+    assert "no GPU is visible" in line and "7.5;8.0;8.6;9.0;10.0;12.0+PTX" in line and "override" in line
+    assert build_flags.choose_cuda_arch_list({"TORCH_CUDA_ARCH_LIST": "9.0"}, False, torch_flags, str(nvcc)) is None
+    env = {}
+    assert build_flags.choose_cuda_arch_list(env, True, torch_flags, str(nvcc)) is None and not env
+    # nvcc that cannot say: torch's list as it is; nothing in common: one line, not a traceback
+    assert build_flags.default_cuda_arch_list(["sm_90a", "sm_80"], None) == "8.0;9.0a+PTX"
+    with pytest.raises(SystemExit, match="set TORCH_CUDA_ARCH_LIST"):
+        build_flags.choose_cuda_arch_list({}, False, ["sm_50"], str(nvcc))
+
+
+def _compile_host(source, flags, tmp_path):
+    return subprocess.run(["g++", "-c", str(source), "-o", str(tmp_path / "x.o"), *flags],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
+def test_werror_build_flags_fail_a_planted_warning(tmp_path):
+    """Issue 29 item 16: the host build is warning-free, and tox builds it with INVCONV_WERROR=1
+    (build_flags.werror_flags) so that a new warning fails the install. The gate can fail: the
+    planted -Wmaybe-uninitialized (the kind wavefront_kernels.h had: a value set only on one
+    branch) is an error under those flags, and compiles without them."""
+    import build_flags
+
+    src = tmp_path / "planted.cpp"
+    src.write_text("int g(int);\nint f(bool masked) {\n  int lane;\n  if (masked) lane = g(1);\n"
+                   "  return g(lane);\n}\n")
+    flags = build_flags.opt_flags(False) + build_flags.CXX
+    assert _compile_host(src, flags, tmp_path).returncode == 0
+    res = _compile_host(src, flags + build_flags.WERROR, tmp_path)
+    assert res.returncode != 0 and "uninitialized" in res.stderr, res.stderr
+    assert build_flags.werror_flags() == (build_flags.WERROR if os.environ.get("INVCONV_WERROR") == "1" else [])

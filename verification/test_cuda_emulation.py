@@ -220,3 +220,32 @@ def test_thread_sanitizer_catches_a_missing_barrier_in_the_emulated_kernel(tmp_p
     assert run.returncode == 66, run.stdout + run.stderr[-2000:]
     assert "WARNING: ThreadSanitizer: data race" in run.stderr
     assert "wavefront_solve_kernel" in run.stderr
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 5, 6, 7, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_the_plan_kernels_write_every_packed_entry(C, dtype, transpose):
+    """Issue 29 item 14: a planted skip of the fold kernel's last packed entry was caught by the
+    C = 48 cases alone (for C not a multiple of 4 the last entry is a padding zero that nothing
+    reads). Every entry is now read: the plan kernels run under the emulation into buffers
+    filled with NaN, and every packed entry must equal what plan_math.h's element functions give
+    in plain host loops, for C ≡ 0, 1, 2, 3 (mod 4)."""
+    from invconv_core import _simt
+    order = ORDERS[C % 4]
+    w, _ = operands(C, 3, 2, order, (1, C, 4, 5), dtype, seed=C)
+    linv, packed, reference = _simt.device_plan(w, order, transpose, 4, 5)
+    assert packed.numel() == (3 * 2 + 1) * -(-C // 4) * 4 * C
+    assert not torch.isnan(packed).any(), torch.nonzero(torch.isnan(packed)).flatten().tolist()
+    assert torch.equal(packed, reference)
+    assert not torch.isnan(torch.tril(linv)).any()
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 5, 48])
+def test_a_fold_grid_one_entry_short_is_caught(C):
+    """The planted fault: the fold kernel launched over one entry fewer."""
+    from invconv_core import _simt
+    w, _ = operands(C, 3, 2, "TL", (1, C, 4, 5), torch.float64, seed=C)
+    _, packed, reference = _simt.device_plan(w, "TL", False, 4, 5, skip_last=1)
+    assert torch.isnan(packed[-1]) and not torch.isnan(packed[:-1]).any()
+    assert not torch.equal(packed, reference)

@@ -573,3 +573,125 @@ def test_the_round_trip_catches_a_generator_left_unrestored(tmp_path, monkeypatc
     monkeypatch.setattr(checkpoints, "set_rng_state", planted)
     with pytest.raises(AssertionError, match=skipped if skipped == "numpy" else "random"):
         test_rng_states_round_trip_through_a_checkpoint_file(tmp_path)
+
+
+# ------------------------------------------------------------------ items 6 and 7: refusals
+
+@pytest.mark.parametrize("tool, args, says", [
+    ("invconv-compare", ["--depths", "99999999999999999999"],
+     "the model does not fit in memory (width=8, depths=99999999999999999999"),
+    ("invconv-compare", ["--steps", "99999999999999999999"], "steps=99999999999999999999"),
+    ("invconv-compare", ["--width", "99999999999999999999"], "width must be at most 2,147,483,647"),
+    ("invconv-compare", ["--width", "100000000"], "the model does not fit in memory (width=100000000"),
+    ("invconv-compare", ["--levels", "99999999999999999999"], "levels must be at most"),
+    ("invconv-compare", ["--levels", "5"], "levels=5: the image 8×8 must be divisible by 2^levels"),
+    ("invconv-train", ["--steps", "99999999999999999999"], "steps=99999999999999999999"),
+    ("invconv-train", ["--batch-size", "100000000000", "--steps", "64", "--width", "512"],
+     "batch_size=100000000000"),
+])
+def test_a_model_too_large_is_refused_before_anything_is_allocated_or_created(tmp_path, tool, args, says):
+    """Item 6: --depths 99999999999999999999 grew past 2 GB building the model and left
+    OUT/steps99999999999999999999/. Now the parameter count (on the meta device) and the
+    activations are estimated first: one line naming the option, the estimate and the memory,
+    in seconds, and the fresh --out does not exist afterwards (item 7)."""
+    out = tmp_path / "out"
+    base = COMPARE if tool == "invconv-compare" else TINY
+    proc = run(tool, *base, "--epochs", "1", "--out", out, *args, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_error_line(proc, tool)
+    assert says in line, line
+    if "does not fit" in says:
+        assert "this machine has" in line and "parameters and their activations" in line
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("invconv-train", ["--dataset", "mnist", "--data-dir", "{missing}"]),
+    ("invconv-compare", ["--dataset", "mnist", "--data-dir", "{missing}"]),
+    ("invconv-compare", ["--dataset", "mnist", "--data-dir", "{missing}", "--depths", "1", "2"]),
+    ("invconv-classify", ["--dataset", "mnist", "--data-dir", "{missing}", "--device", "cpu"]),
+])
+def test_a_refused_run_creates_nothing(tmp_path, tool, args):
+    """Item 7: a refusal left .invconv-lock in a fresh --out (and steps1/ for --depths). Here
+    the refusal comes after the lock is taken (the dataset is missing), in a fresh directory two
+    levels deep: afterwards neither level exists."""
+    out = tmp_path / "a" / "b"
+    args = [a.replace("{missing}", str(tmp_path / "no-data")) for a in args]
+    base = {"invconv-train": [*TINY[2:], "--epochs", "1"], "invconv-compare": [*COMPARE[2:], "--epochs", "1"],
+            "invconv-classify": ["--epochs", "1"]}[tool]
+    proc = run(tool, *base, *args, "--out", out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    one_error_line(proc, tool)
+    assert not (tmp_path / "a").exists(), sorted(str(p) for p in (tmp_path / "a").rglob("*"))
+
+
+def test_a_refused_run_leaves_an_existing_directory_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    proc = run("invconv-train", *TINY, "--epochs", "1", "--dataset", "mnist", "--data-dir",
+               tmp_path / "no-data", "--out", out)
+    assert proc.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+# ------------------------------------------------------------------ item 17: one exit-status table
+
+def test_readme_exit_status_table_and_every_help_are_the_one_table():
+    """Item 17: the epilogues listed 0/1/2/130 and not 143/129, which README's table had."""
+    import re
+
+    from invconv_core.flows.cli import EXIT_STATUSES
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", readme, flags=re.M)
+    assert [(int(code), text) for code, text in rows] == list(EXIT_STATUSES)
+    for tool in ("invconv-train", "invconv-compare", "invconv-sample", "invconv-time", "invconv-classify"):
+        text = " ".join(run(tool, "--help").stdout.split())
+        for code, meaning in EXIT_STATUSES:
+            assert f"{code} {' '.join(meaning.replace('`', '').split())}" in text, (tool, code)
+
+
+def _readme_commands():
+    """Every ``invconv-*`` command (and ``python -m invconv_core...``/``torchrun -m``) in the
+    README's shell code blocks, as (tool, argv)."""
+    import re
+    import shlex
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split("  #")[0].strip()
+            if not line:
+                continue
+            words = shlex.split(line, comments=True)
+            if words and words[0].startswith("invconv-"):
+                commands.append((words[0], words[1:]))
+            elif words[:1] == ["torchrun"] and "-m" in words:
+                module = words[words.index("-m") + 1]
+                tool = {"invconv_core.flows.train": "invconv-train"}[module]
+                commands.append((tool, words[words.index("-m") + 2:]))
+    return commands
+
+
+def test_every_readme_command_parses_with_the_installed_tool():
+    """README: each command in a code block is accepted by the installed tool's parser (its
+    options are the tool's, its values in range): an option renamed or removed fails here."""
+    commands = _readme_commands()
+    assert {t for t, _ in commands} >= {"invconv-train", "invconv-sample", "invconv-time",
+                                        "invconv-classify", "invconv-compare", "invconv-verify"}, commands
+    code = ("import sys\nfrom invconv_core.flows import cli\nfrom invconv_core import verify\n"
+            "tool, argv = sys.argv[1], sys.argv[2:]\n"
+            "parsers = {'invconv-train': cli.train_parser, 'invconv-compare': cli.compare_parser}\n"
+            "if tool in parsers:\n    parsers[tool]().parse_args(argv)\n"
+            "elif tool == 'invconv-verify':\n    verify._parse(argv)\n"
+            "else:\n    sys.exit('no parser for ' + tool)\n")
+    for tool, argv in commands:
+        if tool in ("invconv-train", "invconv-compare", "invconv-verify"):
+            proc = subprocess.run([sys.executable, "-c", code, tool, *argv], capture_output=True, text=True)
+            assert proc.returncode == 0, (tool, argv, proc.stderr)
+        else:  # these parse inside main: every option must be one the installed tool lists
+            help_text = run(tool, "--help").stdout
+            for word in argv:
+                if word.startswith("--"):
+                    assert word.split("=")[0] in help_text, (tool, word)

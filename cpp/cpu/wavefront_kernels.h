@@ -1,6 +1,6 @@
 // The SIMD kernels of the CPU solve (wavefront_solve_cpu.cpp), included there once per
 // instruction set, each time inside its own namespace and target region -- no include guard.
-// Needs Geometry, kSumsPad, kPublishValues and kGroupMax from the including file.
+// Needs Geometry, kSumsPad, kPublishValues and kGroupMax from the including file, and <cstring>.
 
 // SIMD lanes through GCC/Clang vector extensions: one source, compiled to AVX2+FMA for
 // x86-64-v3 and to SSE2 for the baseline.
@@ -63,10 +63,17 @@ __attribute__((always_inline)) inline void segment(typename Lanes<acc_t, V>::typ
   using vec = typename L::type;
   using index_t = typename std::conditional<sizeof(acc_t) == 4, int32_t, int64_t>::type;
   using ivec = typename Lanes<index_t, V>::type;
+  // Each lane's channel, written whole from a scalar array: setting the vector element by
+  // element (lane[nb][v] = ...) reads the rest of it first, which GCC 12 reported at every
+  // MASKED instantiation as -Wmaybe-uninitialized (benign: every element is set before the
+  // loop reads any; the same code either way)
   ivec lane[NB];
   if constexpr (MASKED)
-    for (int nb = 0; nb < NB; ++nb)
-      for (int v = 0; v < V; ++v) lane[nb][v] = static_cast<index_t>(lane0 + nb * V + v);
+    for (int nb = 0; nb < NB; ++nb) {
+      index_t channels[V];
+      for (int v = 0; v < V; ++v) channels[v] = static_cast<index_t>(lane0 + nb * V + v);
+      std::memcpy(&lane[nb], channels, sizeof(ivec));
+    }
 #pragma GCC unroll 2
   for (int64_t k = 0; k < n; ++k) {
     vec wk[NB];

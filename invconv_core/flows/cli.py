@@ -150,6 +150,7 @@ def run_tool(prog: str, body) -> int:
 # option's dest is the field's name, so a parsed namespace maps onto the config by name.
 
 _RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_CLASSIFIER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ClassifierConfig)}
 _COMPARE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
 _DATA_DIR_HELP = "directory with the dataset files (mnist, cifar10, imagenet; digits, photos and mnist5k are embedded)"
 
@@ -188,12 +189,20 @@ def add_optimiser_options(p) -> None:
                    help="max gradient norm (0: off)")
 
 
+def add_temperature_option(p) -> None:
+    p.add_argument("--temperature", type=float_option(0.0), default=_RUN_DEFAULTS["temperature"],
+                   help="sampling temperature of the sample grids")
+
+
 def add_sample_options(p) -> None:
     """--samples, --temperature (TrainConfig fields: the run's final sample grid)."""
     g = p.add_argument_group("samples")
     g.add_argument("--samples", type=_POS, default=_RUN_DEFAULTS["samples"], help="images in each sample grid")
-    g.add_argument("--temperature", type=float_option(0.0), default=_RUN_DEFAULTS["temperature"],
-                   help="sampling temperature of the sample grids")
+    add_temperature_option(g)
+
+
+def add_seed_option(p, default: int) -> None:
+    p.add_argument("--seed", type=_SEED, default=default)
 
 
 _REFERENCE_WIDTH_HELP = ("the reference's coupling width (Inverse-Flow's); the other coupled models "
@@ -239,7 +248,7 @@ def train_parser() -> argparse.ArgumentParser:
     add_sample_options(p)
     add_device_option(p)
     add_threads_option(p)
-    p.add_argument("--seed", type=_SEED, default=_RUN_DEFAULTS["seed"])
+    add_seed_option(p, _RUN_DEFAULTS["seed"])
     p.add_argument("--workers", type=_NONNEG, default=_RUN_DEFAULTS["workers"], help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
@@ -265,9 +274,9 @@ def sample_main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of an invconv-train run")
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--n", type=_POS, default=64, help="number of images")
-    p.add_argument("--temperature", type=float_option(0.0), default=0.8)
-    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
-    p.add_argument("--seed", type=_SEED, default=0)
+    add_temperature_option(p)
+    add_device_option(p, _DEVICE_DEFAULT)
+    add_seed_option(p, 0)
     args = p.parse_args(argv)
 
     def body():
@@ -318,15 +327,15 @@ def classify_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="invconv-classify", epilog=exit_status_epilog(),
                                 description="The paper's classifier: two inverse-of-convolution layers and one linear layer.")
     p.add_argument("--dataset", choices=CLASSIFIER_DATASETS, default="digits")
-    p.add_argument("--epochs", type=_POS, default=50)
+    p.add_argument("--epochs", type=_POS, default=_CLASSIFIER_DEFAULTS["epochs"])
     p.add_argument("--out", required=True, help="output directory (classifier.pt, metrics.json)")
     p.add_argument("--overwrite", action="store_true", help="replace a classifier already in OUT")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=_POS, default=100)
-    p.add_argument("--lr", type=float_option(0.0, strict=True), default=1e-2)
-    p.add_argument("--kernel-size", type=_POS, default=3)
-    p.add_argument("--device", type=device_option, default=_DEVICE_DEFAULT)
-    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--batch-size", type=_POS, default=_CLASSIFIER_DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float_option(0.0, strict=True), default=_CLASSIFIER_DEFAULTS["lr"])
+    p.add_argument("--kernel-size", type=_POS, default=_CLASSIFIER_DEFAULTS["kernel_size"])
+    add_device_option(p, _DEVICE_DEFAULT)
+    add_seed_option(p, _CLASSIFIER_DEFAULTS["seed"])
     args = p.parse_args(argv)
 
     def body():
