@@ -29,8 +29,10 @@ What it assumes (MACHINE below holds the numbers):
 * The new kernel's two image passes (z = M y before the wavefront, the output after it) and the
   staging of the taps: each thread's items one after another, a DRAM latency per item of pass 1
   (its loads in flight together), and no faster than the SM's share of DRAM bandwidth.
-* The plan kernels: L^{-1} (one thread per column: C^2 / 2 dependent float64 FMAs) and the fold
-  (old: C (c + 1) dependent FMAs in one thread; new: C), plus LAUNCH_US per kernel launch.
+* The plan kernels: L^{-1} (:func:`lower_inverse_cycles`: before issue 30 one thread per column,
+  C^2 / 2 dependent float64 FMAs; now every column at once, C steps of a division, an FMA, a
+  shared-memory load and a barrier) and the fold (old: C (c + 1) dependent FMAs in one thread;
+  new: C), plus LAUNCH_US per kernel launch.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ MACHINE = {
     "l2_latency": 260,          # global load hitting L2 (an image written by the block)
     "dram_latency": 600,        # global load from DRAM (y, read once)
     "barrier": 24,              # __syncthreads() once every warp has arrived
+    "div64_latency": 80,        # a float64 division: MUFU.RCP64H, Newton steps and the rounding fix (≈ 10 DFMAs)
     "dram_gb_s": 3350.0,        # shared by the SMs that stream at once
     "launch_us": 2.0,           # per kernel launch, back to back on one stream
     "optin_shared": 227 * 1024,
@@ -140,6 +143,19 @@ def pick(profiles: list[dict], acc: str, launch: Launch, new: bool) -> dict:
     raise LookupError(f"no solve kernel {prefix} for {launch}")
 
 
+def lower_inverse_cycles(C: int, parallel: bool = True, m: dict = MACHINE) -> float:
+    """Cycles of lower_inverse_kernel at C channels (one block). One thread per column (before
+    issue 30): the longest column's C^2 / 2 dependent float64 FMAs, each result written and read
+    back through L1, plus its divisions. Every column at once (issue 30): C + 1 steps, each a
+    shared-memory load, a division, a dependent FMA and a barrier (at most C^2 / 4 updates a
+    step over up to 1024 threads: one or two rounds), and the result written out."""
+    if not parallel:
+        return (C * C / 2) * m["fma64_latency"] + C * m["div64_latency"] + m["l2_latency"]
+    rounds = -(-max(C, C * C // 4) // 1024)
+    step = rounds * (m["lds_latency"] + m["div64_latency"] + m["fma64_latency"]) + m["barrier"]
+    return (C + 1) * step + m["l2_latency"]
+
+
 def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int = 4,
                 m: dict = MACHINE) -> dict:
     """Estimated time of one solve at `shape`: {"low_us", "high_us", "per_diagonal_us", ...}."""
@@ -201,7 +217,7 @@ def model_solve(profile: dict, shape, launch: Launch, new: bool, acc_size: int =
     image_cycles = [c + stage + passes for c in cycles]
     waves = -(-B // m["sms"])
     # plan kernels: L^{-1} (a column's C^2 / 2 chain), the fold, each launch
-    plan_cycles = (C * C / 2) * m["fma64_latency"] + m["l2_latency"]
+    plan_cycles = lower_inverse_cycles(C, parallel=new, m=m)
     plan_cycles += (C * C if not new else C) * m["fma64_latency"] + m["l2_latency"]
     us = lambda c: c / (m["clock_ghz"] * 1e3)  # noqa: E731
     plan_us = us(plan_cycles) + 3 * m["launch_us"]
@@ -266,7 +282,18 @@ def main(argv=None) -> int:
                     help="git revision of the 'before' kernel (default: the kernel before issue 20)")
     ap.add_argument("--acc", default="float", choices=["float", "double"])
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--inverse", action="store_true",
+                    help="only the plan's triangular inverse: one thread per column against every "
+                         "column at once, at C = 4, 12, 48, 128")
     args = ap.parse_args(argv)
+    if args.inverse:
+        us = lambda c: c / (MACHINE["clock_ghz"] * 1e3)  # noqa: E731
+        print(f"MODEL (not a measurement): {MACHINE['name']}, lower_inverse_kernel")
+        print("| C | one thread per column (µs) | every column at once (µs) | ratio |\n|---|---|---|---|")
+        for C in (4, 12, 48, 128):
+            old, new = (us(lower_inverse_cycles(C, p)) for p in (False, True))
+            print(f"| {C} | {old:.2f} | {new:.2f} | {old / new:.1f}× |")
+        return 0
     rows = model(_profiles(args.before), _profiles(None), args.acc)
     print(f"MODEL (not a measurement): {MACHINE['name']}, {args.acc}, k = {K_SIZE}; "
           f"before = {args.before}, after = this checkout")

@@ -113,8 +113,10 @@ void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool 
   DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
                               std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
-  launch(&cuda_kernels::lower_inverse_kernel<scalar_t>, dim3(d.launch.channel_blocks),
-         dim3(d.launch.threads), std::size_t{0}, w, d.params, d.linv.mutable_data_ptr<double>());
+  launch(d.launch.inverse_shared_bytes ? &cuda_kernels::lower_inverse_kernel<scalar_t, true>
+                                       : &cuda_kernels::lower_inverse_kernel<scalar_t, false>,
+         dim3(d.launch.channel_blocks), dim3(d.launch.threads), d.launch.inverse_shared_bytes, w,
+         d.params, d.linv.mutable_data_ptr<double>());
   launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>, dim3(d.launch.fold_blocks),
          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
          d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries);

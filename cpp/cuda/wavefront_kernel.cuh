@@ -117,7 +117,11 @@ inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H
   cfg.threads = static_cast<int>(imax(1, imin(warps * 32, max_threads)));
   const std::size_t taps_bytes = static_cast<std::size_t>(packed_size(C, kh, kw)) * acc_size;
   const std::size_t image_bytes = static_cast<std::size_t>(H * W * C) * acc_size;
+#if defined(INVCONV_PLANT_SHORT_RING)  // test-only: the ring one anti-diagonal short (ASan test)
+  const std::size_t ring_bytes = static_cast<std::size_t>((kh + kw - 2) * H * C) * acc_size;
+#else
   const std::size_t ring_bytes = static_cast<std::size_t>((kh + kw - 1) * H * C) * acc_size;
+#endif
   std::size_t used = 0;
   cfg.wide_index = wide_index;
   cfg.taps_in_shared = taps_bytes <= shared_limit;
@@ -163,6 +167,7 @@ __device__ __forceinline__ Lanes<acc_t> load_lanes(const acc_t* p) {
     return Lanes<acc_t>{{lo.x, lo.y, hi.x, hi.y}};
   }
 #else
+  invconv_simt::require_aligned(p, 16, "wavefront_solve_kernel: load_lanes of the packed taps / M");
   return Lanes<acc_t>{{p[0], p[1], p[2], p[3]}};
 #endif
 }

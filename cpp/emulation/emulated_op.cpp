@@ -64,25 +64,28 @@ at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
 // `packed_entries - skip_last` entries: a planted short grid for the test that must catch it),
 // into buffers filled with NaN first, so an entry no thread wrote reads NaN; and the same
 // entries from plan_math.h's element functions in plain host loops. Returns (linv, packed,
-// reference packed): a test compares every entry.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> device_plan_emulated(const at::Tensor& weight,
+// reference packed, reference linv): a test compares every entry.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> device_plan_emulated(const at::Tensor& weight,
                                                                      c10::string_view order,
                                                                      bool transpose, int64_t height,
-                                                                     int64_t width, int64_t skip_last) {
+                                                                     int64_t width, int64_t skip_last,
+                                                                     bool force_global_inverse) {
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == weight.size(1) && weight.device().is_cpu(),
                     "invconv_simt.device_plan: a (C, C, kh, kw) CPU weight, got ", weight.sizes());
   const Order o = parse_order(std::string(order));
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "device_plan_emulated", [&] {
     using acc_t = kernel_acc_t<scalar_t>;
     DevicePlan d = prepare_plan(weight, o, transpose, height, width,
                                 std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
     d.packed.fill_(std::numeric_limits<double>::quiet_NaN());
     d.linv.fill_(std::numeric_limits<double>::quiet_NaN());
+    if (force_global_inverse) d.launch.inverse_shared_bytes = 0;
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    invconv_simt::launch(&cuda_kernels::lower_inverse_kernel<scalar_t>, dim3(d.launch.channel_blocks),
-                         dim3(d.launch.threads), std::size_t{0}, w, d.params,
-                         d.linv.mutable_data_ptr<double>());
+    invconv_simt::launch(d.launch.inverse_shared_bytes ? &cuda_kernels::lower_inverse_kernel<scalar_t, true>
+                                                       : &cuda_kernels::lower_inverse_kernel<scalar_t, false>,
+                         dim3(d.launch.channel_blocks), dim3(d.launch.threads),
+                         d.launch.inverse_shared_bytes, w, d.params, d.linv.mutable_data_ptr<double>());
     invconv_simt::launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>, dim3(d.launch.fold_blocks),
                          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params,
                          d.linv.const_data_ptr<double>(), d.packed.mutable_data_ptr<acc_t>(),
@@ -95,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> device_plan_emulated(const at::Te
     for (int64_t e = 0; e < d.launch.packed_entries; ++e)
       ref.mutable_data_ptr<acc_t>()[e] = static_cast<acc_t>(
           cuda_kernels::packed_entry(w, d.params, linv_ref.const_data_ptr<double>(), e));
-    result = {d.linv, d.packed, ref};
+    result = {d.linv, d.packed, ref, linv_ref};
   });
   return result;
 }
@@ -134,8 +137,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("device_plan", &invconv_core::device_plan_emulated, pybind11::arg("weight"),
         pybind11::arg("order") = "TL", pybind11::arg("transpose") = false, pybind11::arg("height") = 4,
         pybind11::arg("width") = 4, pybind11::arg("skip_last") = 0,
-        "(linv, packed, reference): the plan kernels' L^-1 and packed taps under the emulation "
-        "(NaN where no thread wrote) and the packed taps from host loops");
+        pybind11::arg("force_global_inverse") = false,
+        "(linv, packed, reference packed, reference linv): the plan kernels' L^-1 and packed taps "
+        "under the emulation (NaN where no thread wrote), and both from plan_math.h's element "
+        "functions in host loops (force_global_inverse: L^-1's work array in global memory)");
   m.def("fits_32bit_index", &invconv_core::cuda_kernels::fits_32bit_index,
         "whether the 32-bit-index kernel serves (the views' extents, the sizes)");
 }

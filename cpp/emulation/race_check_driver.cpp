@@ -1,21 +1,31 @@
-// Race check of the CUDA kernel: runs cuda/wavefront_kernel.cuh under the SIMT emulation on
-// random cases and compares with a sequential solve. Torch-free, so it can be built with
-// ThreadSanitizer (verification/test_cuda_emulation.py builds and runs it):
+// Sanitizer driver of the CUDA kernel: runs cuda/wavefront_kernel.cuh under the SIMT emulation
+// on random cases -- every instantiation (float64, float32, a 2-byte storage type; taps and
+// image in shared or global memory or the ring; 32- and 64-bit offsets), every order (row and
+// column flips of the views) and both directions (the adjoint's channel reversal), buffers of
+// exactly their size -- and compares with a sequential solve. Torch-free, so it can be built
+// with ThreadSanitizer, or AddressSanitizer + UndefinedBehaviorSanitizer
+// (verification/test_cuda_emulation.py builds and runs both):
 //
 //   g++ -std=c++20 -pthread -O1 -g -fsanitize=thread -Icpp cpp/emulation/race_check_driver.cpp
+//   g++ -std=c++20 -pthread -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all ...
 //   ./a.out [cases=40] [seed=1]
 //
-// With -DINVCONV_PLANT_MISSING_DIAGONAL_BARRIER the kernel loses its per-diagonal
-// __syncthreads(): TSan must then report a data race (the test checks that it does).
+// Planted counter-examples (test-only defines): INVCONV_PLANT_MISSING_DIAGONAL_BARRIER (the
+// per-diagonal __syncthreads() removed: TSan reports a data race), INVCONV_PLANT_SHORT_RING
+// (the ring one anti-diagonal short: ASan reports the overrun of shared memory),
+// INVCONV_PLANT_MISALIGNED_TAPS (the packed taps one element off a 16-byte boundary: the
+// emulation's alignment check aborts, as the GPU traps).
 // Exit status: 0 all cases agree, 1 a case disagrees, 2 the emulation failed its self-test.
 
 #include "simt_emulation.h"
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "../cuda/wavefront_kernel.cuh"
@@ -79,6 +89,115 @@ static std::vector<double> sequential(const Case& k, const std::vector<double>& 
   return x;
 }
 
+// A 2-byte storage type accumulated in float, like c10::BFloat16 (the top half of a float):
+// the element size of the half-type instantiations, without torch.
+struct Half16 {
+  std::uint16_t bits;
+  Half16() = default;
+  Half16(float f) {  // NOLINT: converting, as c10's are
+    std::uint32_t u;
+    std::memcpy(&u, &f, 4);
+    bits = static_cast<std::uint16_t>(u >> 16);
+  }
+  operator float() const {
+    const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <typename T>
+static double as_double(T v) {
+  if constexpr (std::is_same_v<T, Half16>) return static_cast<float>(v);
+  else return static_cast<double>(v);
+}
+
+// One random case: an order (row and column flips of the canonical view, a moved base pointer
+// and negated strides, as the glue forms them) and a direction (the adjoint's channel
+// reversal), buffers of exactly their size, the solve kernel under the emulation, and the
+// sequential solve of the same canonical problem to compare with.
+template <typename scalar_t, typename acc_t, typename Uniform>
+static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const int thread_choices[] = {32, 64, 256};
+  // no shared memory, the default 48 KiB, what an sm_90 opts in to, taps only (tiny)
+  const std::size_t shared_choices[] = {0, ck::kDefaultSharedLimit, 227 * 1024, 1500};
+  Case k{uniform(1, 3), uniform(1, 9), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
+         thread_choices[uniform(0, 2)], uniform(1, 3), shared_choices[uniform(0, 3)],
+         uniform(0, 3) == 0};
+  if (uniform(0, 2) == 0)  // room for the taps and the ring of diagonals, not the image
+    k.shared_limit = (ck::packed_size(k.C, k.kh, k.kw) + (k.kh + k.kw - 1) * k.H * k.C) * sizeof(acc_t);
+  const bool flip_rows = uniform(0, 1), flip_cols = uniform(0, 1), reverse_channels = uniform(0, 1);
+  const std::int64_t C = k.C, H = k.H, W = k.W, numel = k.B * C * H * W;
+  std::vector<scalar_t> y(numel), out(numel, scalar_t(NAN));
+  std::vector<double> taps(k.kh * k.kw * C * C), m(C * C);
+  for (auto& v : y) v = static_cast<scalar_t>(normal(rng));
+  for (double& v : taps) v = 0.3 * normal(rng) / std::sqrt(double(C * k.kh * k.kw));
+  for (std::int64_t c = 0; c < C; ++c)
+    for (std::int64_t c2 = 0; c2 < C; ++c2) m[c * C + c2] = c == c2 ? 1.0 + 0.1 * normal(rng) : 0.0;
+
+  // the canonical view of an NCHW buffer under the case's flips
+  ck::View4 v{C * H * W, H * W, W, 1};
+  std::int64_t base = 0;
+  if (flip_rows) { base += (H - 1) * v.sh; v.sh = -v.sh; }
+  if (flip_cols) { base += (W - 1) * v.sw; v.sw = -v.sw; }
+  if (reverse_channels) { base += (C - 1) * v.sc; v.sc = -v.sc; }
+  const ck::LaunchConfig cfg = ck::launch_config(k.B, C, H, W, k.kh, k.kw, sizeof(acc_t),
+                                                 k.shared_limit, k.threads, k.max_blocks,
+                                                 k.wide_index);
+  const std::vector<double> packed64 = pack(k, taps, m);
+  std::vector<acc_t> packed(packed64.begin(), packed64.end());
+  std::vector<acc_t> scratch(cfg.image == ck::kImageShared ? 0 : numel, acc_t(NAN));
+  ck::SolveParams<scalar_t, acc_t> p{};
+  p.y = y.data() + base; p.ys = v;
+  p.out = out.data() + base; p.os = v;
+#if defined(INVCONV_PLANT_MISALIGNED_TAPS)
+  std::vector<acc_t> shifted(packed.size() + 1);
+  std::copy(packed.begin(), packed.end(), shifted.begin() + 1);
+  p.packed = shifted.data() + 1;
+#else
+  p.packed = packed.data();
+#endif
+  p.scratch = scratch.empty() ? nullptr : scratch.data();
+  p.B = k.B; p.C = C; p.H = H; p.W = W; p.kh = k.kh; p.kw = k.kw;
+  *image = cfg.image;
+  const auto kernel = ck::solve_kernel<scalar_t, acc_t>(cfg);
+  if (cfg.shared_bytes > ck::kDefaultSharedLimit)
+    invconv_simt::func_set_max_dynamic_shared(kernel, cfg.shared_bytes);
+  invconv_simt::launch(kernel, dim3(static_cast<unsigned>(cfg.blocks)), dim3(cfg.threads),
+                       cfg.shared_bytes, p);
+
+  // the canonical problem: y and out read through the view
+  auto at = [&](std::int64_t b, std::int64_t c, std::int64_t i, std::int64_t j) {
+    return base + b * v.sb + c * v.sc + i * v.sh + j * v.sw;
+  };
+  std::vector<double> yc(numel), got(numel);
+  for (std::int64_t b = 0, e = 0; b < k.B; ++b)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t i = 0; i < H; ++i)
+        for (std::int64_t j = 0; j < W; ++j, ++e) {
+          yc[e] = as_double(y[at(b, c, i, j)]);
+          got[e] = as_double(out[at(b, c, i, j)]);
+        }
+  const std::vector<double> ref = sequential(k, yc, taps, m);
+  double num = 0, den = 0;
+  for (std::int64_t e = 0; e < numel; ++e) {
+    num += (got[e] - ref[e]) * (got[e] - ref[e]);
+    den += ref[e] * ref[e];
+  }
+  const double tol = sizeof(scalar_t) == 8 ? 1e-12 : sizeof(scalar_t) == 4 ? 1e-4 : 3e-2;
+  if (!(std::sqrt(num) <= tol * std::sqrt(den))) {
+    std::printf("case %d disagrees: %zu-byte values, B=%ld C=%ld H=%ld W=%ld kh=%ld kw=%ld "
+                "threads=%d blocks=%ld shared=%zu wide=%d flips=%d%d%d rel.err=%g\n", n,
+                sizeof(scalar_t), long(k.B), long(C), long(H), long(W), long(k.kh), long(k.kw),
+                cfg.threads, long(cfg.blocks), cfg.shared_bytes, int(cfg.wide_index),
+                int(flip_rows), int(flip_cols), int(reverse_channels), std::sqrt(num / den));
+    return false;
+  }
+  return true;
+}
+
 int main(int argc, char** argv) {
   const int n_cases = argc > 1 ? std::atoi(argv[1]) : 40;
   const unsigned seed = argc > 2 ? static_cast<unsigned>(std::atoi(argv[2])) : 1u;
@@ -107,56 +226,17 @@ int main(int argc, char** argv) {
   auto uniform = [&](std::int64_t lo, std::int64_t hi) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
   };
-  std::normal_distribution<double> normal(0.0, 1.0);
-  const int thread_choices[] = {32, 64, 256};
-  // no shared memory, the default 48 KiB, what an sm_90 opts in to, taps only (tiny)
-  const std::size_t shared_choices[] = {0, ck::kDefaultSharedLimit, 227 * 1024, 1500};
   int by_image[3] = {0, 0, 0};
   for (int n = 0; n < n_cases; ++n) {
-    Case k{uniform(1, 3), uniform(1, 9), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
-           thread_choices[uniform(0, 2)], uniform(1, 3), shared_choices[uniform(0, 3)],
-           uniform(0, 3) == 0};
-    if (uniform(0, 3) == 0)  // room for the taps and the ring of diagonals, not the image
-      k.shared_limit = (ck::packed_size(k.C, k.kh, k.kw) + (k.kh + k.kw - 1) * k.H * k.C) * sizeof(double);
-    const std::int64_t C = k.C, numel = k.B * C * k.H * k.W;
-    std::vector<double> y(numel), taps(k.kh * k.kw * C * C), m(C * C), out(numel, NAN);
-    for (double& v : y) v = normal(rng);
-    for (double& v : taps) v = 0.3 * normal(rng) / std::sqrt(double(C * k.kh * k.kw));
-    for (std::int64_t c = 0; c < C; ++c)
-      for (std::int64_t c2 = 0; c2 < C; ++c2) m[c * C + c2] = c == c2 ? 1.0 + 0.1 * normal(rng) : 0.0;
-
-    const ck::LaunchConfig cfg = ck::launch_config(k.B, C, k.H, k.W, k.kh, k.kw, sizeof(double),
-                                                   k.shared_limit, k.threads, k.max_blocks,
-                                                   k.wide_index);
-    const std::vector<double> packed = pack(k, taps, m);
-    std::vector<double> scratch(numel, NAN);
-    ck::SolveParams<double, double> p{};
-    const ck::View4 nchw{C * k.H * k.W, k.H * k.W, k.W, 1};
-    p.y = y.data(); p.ys = nchw;
-    p.out = out.data(); p.os = nchw;
-    p.packed = packed.data();
-    p.scratch = scratch.data();
-    p.B = k.B; p.C = C; p.H = k.H; p.W = k.W; p.kh = k.kh; p.kw = k.kw;
-    ++by_image[cfg.image];
-    const auto kernel = ck::solve_kernel<double, double>(cfg);
-    if (cfg.shared_bytes > ck::kDefaultSharedLimit)
-      invconv_simt::func_set_max_dynamic_shared(kernel, cfg.shared_bytes);
-    invconv_simt::launch(kernel, dim3(static_cast<unsigned>(cfg.blocks)), dim3(cfg.threads),
-                         cfg.shared_bytes, p);
-
-    const std::vector<double> ref = sequential(k, y, taps, m);
-    double num = 0, den = 0;
-    for (std::int64_t e = 0; e < numel; ++e) {
-      num += (out[e] - ref[e]) * (out[e] - ref[e]);
-      den += ref[e] * ref[e];
+    bool ok = false;
+    int image = 0;
+    switch (n % 3) {  // every instantiation: float64, float32, and a 2-byte storage type
+      case 0: ok = run_case<double, double>(n, rng, uniform, &image); break;
+      case 1: ok = run_case<float, float>(n, rng, uniform, &image); break;
+      default: ok = run_case<Half16, float>(n, rng, uniform, &image); break;
     }
-    if (!(std::sqrt(num) <= 1e-12 * std::sqrt(den))) {
-      std::printf("case %d disagrees: B=%ld C=%ld H=%ld W=%ld kh=%ld kw=%ld threads=%d blocks=%ld "
-                  "shared=%zu wide=%d rel.err=%g\n", n, long(k.B), long(C), long(k.H), long(k.W),
-                  long(k.kh), long(k.kw), cfg.threads, long(cfg.blocks), cfg.shared_bytes,
-                  int(cfg.wide_index), std::sqrt(num / den));
-      return 1;
-    }
+    if (!ok) return 1;
+    ++by_image[image];
   }
   std::printf("ok: %d cases agree with the sequential solve (image in shared memory %d, in a ring "
               "of diagonals %d, in global memory %d)\n", n_cases, by_image[ck::kImageShared],

@@ -110,9 +110,9 @@ def train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
     check_output_dir(cfg.out, "output directory (out)", create=False)
     refuse_if_locked(cfg.out, "output directory")
     _refuse_existing(cfg)  # a refused run leaves the directory untouched, lock file included
-    with run_lock(cfg.out, "output directory", create=True):
+    with run_lock(cfg.out, "output directory", create=True) as claim:
         _refuse_existing(cfg)
-        return _train_classifier(cfg)
+        return _train_classifier(cfg, claim)
 
 
 def _refuse_existing(cfg: ClassifierConfig) -> None:
@@ -122,8 +122,7 @@ def _refuse_existing(cfg: ClassifierConfig) -> None:
                              f"replace it with --overwrite or choose another --out")
 
 
-def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
-    remove_stale_temp_files(cfg.out, _FILES)
+def _train_classifier(cfg: ClassifierConfig, claim) -> ClassifierResult:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     train, test = load_dataset(cfg.dataset, "train", cfg.data_dir), load_dataset(cfg.dataset, "test", cfg.data_dir)
@@ -132,6 +131,8 @@ def _train_classifier(cfg: ClassifierConfig) -> ClassifierResult:
         if bool(((data.labels < 0) | (data.labels > 9)).any()):
             raise ValueError(f"dataset {cfg.dataset!r}: {split} labels must be classes 0–9, found "
                              f"{int(data.labels.min())}..{int(data.labels.max())}")
+    claim.keep()  # the data is usable: the run starts
+    remove_stale_temp_files(cfg.out, _FILES)
     scale = float(train.n_bins - 1)
     xtr, ytr = (train.images / scale).to(device), train.labels.to(device)
     xte, yte = (test.images / scale).to(device), test.labels.to(device)

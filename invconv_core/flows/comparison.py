@@ -321,8 +321,8 @@ def compare(cfg: CompareConfig, log=print) -> CompareResult:
     except ImportError as err:
         raise ImportError("invconv-compare plots with matplotlib, an optional extra: pip install "
                           "'invconv-core[plots]' (or pip install matplotlib)") from err
-    with run_lock(cfg.out, "comparison directory", create=True):
-        return _compare(cfg, configs, log)
+    with run_lock(cfg.out, "comparison directory", create=True) as claim:
+        return _compare(cfg, configs, log, claim)
 
 
 def _sized_configs(cfg: CompareConfig, steps_option: str = "steps") -> dict:
@@ -336,9 +336,11 @@ def _sized_configs(cfg: CompareConfig, steps_option: str = "steps") -> dict:
     return configs
 
 
-def _compare(cfg: CompareConfig, configs: dict, log) -> CompareResult:
+def _compare(cfg: CompareConfig, configs: dict, log, claim=None) -> CompareResult:
     _check_settings(cfg)
     load_dataset(cfg.run.dataset, "test", cfg.run.data_dir)  # a missing file or package fails now, not later
+    if claim is not None:
+        claim.keep()
     device = _device(cfg.run.device)
     base = cfg.base_flow()
     with contextlib.ExitStack() as held:
@@ -349,7 +351,7 @@ def _compare(cfg: CompareConfig, configs: dict, log) -> CompareResult:
         # other process can replace a run between its training and its measurement
         for model in configs:
             for seed in range(cfg.seeds):
-                held.enter_context(run_lock(run_directory(cfg.out, model, seed), create=True))
+                held.enter_context(run_lock(run_directory(cfg.out, model, seed), create=True)).keep()
         atomic_write_json({"defining": cfg.defining()}, os.path.join(cfg.out, "compare.json"))
         return _train_and_measure(cfg, configs, base, device, log)
 

@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 
 from .comparison import CompareConfig, CompareResult, _check_settings, _sized_configs, compare
+from .data import load_dataset
 from .io import atomic_write_bytes, atomic_write_json, save_line_plot
 from .runlock import run_lock
 from .validate import check_output_dir, require_int
@@ -121,9 +122,11 @@ def compare_depths(cfg: DepthSweepConfig, log=print) -> DepthSweepResult:
     check_output_dir(out, "depth-sweep directory (out)", create=False)
     for k in cfg.depths:  # every depth fits, before anything is created
         _sized_configs(cfg.at(k), "depths")
-    with run_lock(out, "depth-sweep directory", create=True):
+    with run_lock(out, "depth-sweep directory", create=True) as claim:
         for k in cfg.depths:  # a depth trained with other settings is refused before any work
             _check_settings(cfg.at(k))
+        load_dataset(cfg.comparison.run.dataset, "test", cfg.comparison.run.data_dir)
+        claim.keep()
         results: list[CompareResult] = []
         for k in cfg.depths:
             log(f"== K = {k} ==")

@@ -39,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["LOCK_NAME", "run_lock", "refuse_if_locked", "remove_locked_tree", "LockFileError"]
+__all__ = ["LOCK_NAME", "run_lock", "refuse_if_locked", "remove_locked_tree", "LockFileError", "Claim"]
 
 #: The lock file's name inside a locked directory.
 LOCK_NAME = ".invconv-lock"
@@ -127,20 +127,34 @@ def _missing_parents(directory: str) -> list:
     return created
 
 
+class Claim:
+    """What :func:`run_lock` yields: ``keep()`` once the run has passed every check that can
+    refuse it; until then the lock file and the directories the lock created are removed at the
+    end of the ``with`` block (a refusal leaves nothing behind)."""
+
+    def __init__(self):
+        self.kept = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+
 @contextlib.contextmanager
 def run_lock(directory: str, what: str = "run directory", *, create: bool = False):
-    """Holds the exclusive lock of ``directory`` for the ``with`` block;
-    :class:`RunLockedError` at once if another process holds it, :class:`LockFileError` if its
-    lock file is not a regular file. Re-entrant within this process.
+    """Holds the exclusive lock of ``directory`` for the ``with`` block and yields a
+    :class:`Claim`; :class:`RunLockedError` at once if another process holds it,
+    :class:`LockFileError` if its lock file is not a regular file. Re-entrant within this
+    process (an inner lock's claim keeps nothing: the outer one decides).
 
-    ``create``: make ``directory`` (and missing parents) first; if at the end it holds nothing
-    but the lock file -- a run refused before it wrote anything -- the lock file and every
-    directory made here are removed again, so a refusal leaves nothing behind."""
+    ``create``: make ``directory`` (and missing parents) first. Unless ``claim.keep()`` was
+    called -- a run refused before it started -- the lock file (if this call created it) and
+    the directories made here (if empty) are removed again, so a refusal leaves nothing behind."""
     key = _key(directory)
+    claim = Claim()
     if fcntl is None or key in _HELD:
         _HELD[key] = _HELD.get(key, 0) + 1
         try:
-            yield
+            yield claim
         finally:
             _HELD[key] -= 1
             if not _HELD[key]:
@@ -168,14 +182,14 @@ def run_lock(directory: str, what: str = "run directory", *, create: bool = Fals
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _HELD[key] = 1
         try:
-            yield
+            yield claim
         finally:
             del _HELD[key]
-            with contextlib.suppress(OSError):  # (the directory itself may have been removed)
-                if created and set(os.listdir(directory)) == {LOCK_NAME}:
+            if created and not claim.kept:
+                with contextlib.suppress(OSError):  # (the directory itself may be gone)
                     os.unlink(path)  # under the lock; a waiter sees the file gone and retries
                     for d in made:
-                        os.rmdir(d)
+                        os.rmdir(d)  # only if empty: what the run refused wrote nothing
     finally:
         if fd >= 0:
             os.close(fd)  # releases the lock

@@ -380,7 +380,7 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
         refuse_if_locked(cfg.out)  # a busy directory is named as such, before anything else
     _prepare_run_dir(cfg)  # a refused run leaves the directory untouched, lock file included
     # one writer per run directory: rank 0 is the only process of a run that writes
-    with run_lock(cfg.out, create=True) if rank == 0 else contextlib.nullcontext():
+    with run_lock(cfg.out, create=True) if rank == 0 else contextlib.nullcontext() as claim:
         _prepare_run_dir(cfg)  # again: another writer may have changed it meanwhile
         resumed = _load_resume_checkpoint(cfg) if cfg.resume else None
         previous_threads = torch.get_num_threads()
@@ -390,7 +390,7 @@ def fit(cfg: TrainConfig, log=print) -> TrainResult | None:
             _say_if_threads_differ(resumed, log)
         ctx = _Dist(device)
         try:
-            return _fit(cfg, ctx, log, resumed)
+            return _fit(cfg, ctx, log, resumed, claim)
         finally:
             ctx.close()
             torch.set_num_threads(previous_threads)
@@ -474,10 +474,20 @@ def _load_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
     return train, test
 
 
-def _set_up(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> _Run:
+def _set_up(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None, claim=None) -> _Run:
     """Seeds, data, model, optimiser and schedule; then either the state of ``ck`` (a resumed
     run) or ActNorm's data-dependent initialisation (a new one). The order of the random draws
-    is part of exact resume: do not reorder."""
+    is part of exact resume: do not reorder. Nothing of ``out`` is removed (stale temporary
+    files, the run ``overwrite`` replaces) before the data and the model are in hand: a run
+    refused for its data deletes nothing; then ``claim`` (the run lock's) is kept."""
+    torch.manual_seed(cfg.seed + ctx.rank)
+    np.random.seed(cfg.seed + ctx.rank)
+    random.seed(cfg.seed + ctx.rank)
+    train, test = _load_data(cfg)
+    config = cfg.flow_config()
+    model = allocate_flow(config).to(ctx.device)
+    if claim is not None:
+        claim.keep()  # every check that can refuse the run is behind it
     if ctx.main:
         for path in remove_stale_temp_files(cfg.out, RUN_FILES):
             log(f"removed {path}, left by an interrupted write")
@@ -486,12 +496,6 @@ def _set_up(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> _Run:
                 if os.path.exists(os.path.join(cfg.out, f)):
                     os.unlink(os.path.join(cfg.out, f))
     ctx.barrier()
-    torch.manual_seed(cfg.seed + ctx.rank)
-    np.random.seed(cfg.seed + ctx.rank)
-    random.seed(cfg.seed + ctx.rank)
-    train, test = _load_data(cfg)
-    config = cfg.flow_config()
-    model = allocate_flow(config).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lr_step = cfg.lr_step or DATASET_INFO[cfg.dataset].lr_step
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.1)
@@ -627,9 +631,9 @@ def _final_measurement(run: _Run) -> TrainResult:
     return result
 
 
-def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None) -> TrainResult | None:
+def _fit(cfg: TrainConfig, ctx: _Dist, log, ck: dict | None, claim=None) -> TrainResult | None:
     """The run itself; ``ck``: the checkpoint to resume from (None: a new run)."""
-    run = _set_up(cfg, ctx, log, ck)
+    run = _set_up(cfg, ctx, log, ck, claim)
     test_loader = run.loader(run.test, False, 0)
     for epoch in range(run.start_epoch, cfg.epochs):
         t0 = time.perf_counter()

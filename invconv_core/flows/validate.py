@@ -117,8 +117,8 @@ def check_output_dir(path: str, what: str = "output directory", *, create: bool 
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
-            raise NotADirectoryError(f"{path}: the {what} cannot be created ({existing} is not a "
-                                     f"directory)")
+            raise PermissionError(f"{path}: the {what} cannot be created or written ({existing} "
+                                  f"is not a directory)")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"{path}: the {what} cannot be created or written "
                                   f"({existing}: permission denied)")

@@ -1,0 +1,39 @@
+// Acquire/release atomics between the blocks of a grid, written once for both compilers:
+// cuda::atomic_ref at device scope under nvcc, std::atomic_ref under the SIMT emulation
+// (emulation/simt_emulation.h), with the same memory orders, so that ThreadSanitizer judges the
+// happens-before between emulated blocks that the GPU's memory model gives the real ones.
+// (No kernel of the project uses it yet: it is what a multi-block wavefront's per-band progress
+// flags would use; emulation/interblock_check.cpp tests the pattern and its planted faults.)
+#pragma once
+
+#if defined(__CUDACC__)
+#include <cuda/atomic>
+#elif defined(INVCONV_SIMT_EMULATION)
+#include <atomic>
+#else
+#error "device_atomic.cuh: compile with nvcc, or include emulation/simt_emulation.h first"
+#endif
+
+namespace invconv_core {
+namespace cuda_kernels {
+
+#if defined(__CUDACC__)
+template <typename T>
+using DeviceAtomicRef = cuda::atomic_ref<T, cuda::thread_scope_device>;
+namespace order {
+constexpr cuda::memory_order relaxed = cuda::memory_order_relaxed;
+constexpr cuda::memory_order acquire = cuda::memory_order_acquire;
+constexpr cuda::memory_order release = cuda::memory_order_release;
+}  // namespace order
+#else
+template <typename T>
+using DeviceAtomicRef = std::atomic_ref<T>;
+namespace order {
+constexpr std::memory_order relaxed = std::memory_order_relaxed;
+constexpr std::memory_order acquire = std::memory_order_acquire;
+constexpr std::memory_order release = std::memory_order_release;
+}  // namespace order
+#endif
+
+}  // namespace cuda_kernels
+}  // namespace invconv_core
