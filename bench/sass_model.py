@@ -1,8 +1,8 @@
 """A static model of the CUDA solve on an H100, from the kernel's machine code (SASS) -- a
 **model, not a measurement**: no GPU ran anything here. It turns the SASS profile
 (verification/sass_profile.py: the instructions each loop level of the solve kernel issues)
-into estimated times at issue 20's four shapes, for the kernel of any git revision, so a change
-to the kernel is judged before a GPU is at hand.
+into estimated times at four flow shapes (SHAPES: the CUDA targets' shapes), for the kernel of
+any git revision, so a change to the kernel is judged before a GPU is at hand.
 
     python bench/sass_model.py [--before REV] [--json FILE] [--markdown]
 
@@ -10,7 +10,8 @@ What it assumes (MACHINE below holds the numbers):
 
 * One block per image on its own SM (the four shapes have B <= 132 SMs: one wave); the threads
   and the shared/global placement are the kernel's own launch_config (mirrored here for the
-  kernel before issue 20, which had 48 KiB, one channel per thread and no opt-in).
+  kernel before the SASS rewrite, b78180e, which had 48 KiB, one channel per thread and no
+  opt-in).
 * Per anti-diagonal: each thread solves ceil(pairs / threads) (pixel, channel group) pairs in
   turn. A diagonal takes max(issue, latency) + a barrier:
     - issue: the instructions of one pair (the SASS loop levels: the hot loop's own code once,
@@ -29,7 +30,7 @@ What it assumes (MACHINE below holds the numbers):
 * The new kernel's two image passes (z = M y before the wavefront, the output after it) and the
   staging of the taps: each thread's items one after another, a DRAM latency per item of pass 1
   (its loads in flight together), and no faster than the SM's share of DRAM bandwidth.
-* The plan kernels: L^{-1} (:func:`lower_inverse_cycles`: before issue 30 one thread per column,
+* The plan kernels: L^{-1} (:func:`lower_inverse_cycles`: formerly one thread per column,
   C^2 / 2 dependent float64 FMAs; now every column at once, C steps of a division, an FMA, a
   shared-memory load and a barrier) and the fold (old: C (c + 1) dependent FMAs in one thread;
   new: C), plus LAUNCH_US per kernel launch.
@@ -68,7 +69,7 @@ MACHINE = {
     "default_shared": 48 * 1024,
 }
 
-# issue 20's shapes: (B, C, H, W), k = 3 (8 causal neighbours), float32
+# the CUDA targets' shapes: (B, C, H, W), k = 3 (8 causal neighbours), float32
 SHAPES = [(100, 12, 16, 16), (100, 12, 32, 32), (100, 48, 8, 8), (1, 4, 256, 256)]
 # cuDNN conv2d on an H100 at the first three (the CUDA issue's measurements; bench/RESULTS.md §4)
 CONV2D_US = {(100, 12, 16, 16): 54.0, (100, 12, 32, 32): 79.0, (100, 48, 8, 8): 67.0}
@@ -92,9 +93,9 @@ class Launch:
 
 
 def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4, ring=True) -> Launch:
-    """cuda_kernels::launch_config (wavefront_kernel.cuh) of the kernel since issue 20
+    """cuda_kernels::launch_config (wavefront_kernel.cuh) of the kernel since the SASS rewrite
     (bench/test_sass_model.py checks it against the compiled one). With cpt=1, ring=False and
-    48 KiB it is the launch of the kernel before issue 20 (one channel per thread, taps
+    48 KiB it is the launch of the kernel before the SASS rewrite (one channel per thread, taps
     [kh kw + 1][C][C]: the packed size at one channel per group): :func:`launch_old`."""
     G = -(-C // cpt)
     widest = min(H, W) * G
@@ -110,7 +111,7 @@ def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4, ring=True) -> 
 
 
 def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
-    """The launch of the kernel before issue 20."""
+    """The launch of the kernel before the SASS rewrite (b78180e)."""
     return launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=1, ring=False)
 
 
@@ -144,11 +145,11 @@ def pick(profiles: list[dict], acc: str, launch: Launch, new: bool) -> dict:
 
 
 def lower_inverse_cycles(C: int, parallel: bool = True, m: dict = MACHINE) -> float:
-    """Cycles of lower_inverse_kernel at C channels (one block). One thread per column (before
-    issue 30): the longest column's C^2 / 2 dependent float64 FMAs, each result written and read
-    back through L1, plus its divisions. Every column at once (issue 30): C + 1 steps, each a
-    shared-memory load, a division, a dependent FMA and a barrier (at most C^2 / 4 updates a
-    step over up to 1024 threads: one or two rounds), and the result written out."""
+    """Cycles of lower_inverse_kernel at C channels (one block). One thread per column (its
+    former form): the longest column's C^2 / 2 dependent float64 FMAs, each result written and
+    read back through L1, plus its divisions. Every column at once (the kernel now): C + 1
+    steps, each a shared-memory load, a division, a dependent FMA and a barrier (at most C^2 / 4
+    updates a step over up to 1024 threads: one or more rounds), and the result written out."""
     if not parallel:
         return (C * C / 2) * m["fma64_latency"] + C * m["div64_latency"] + m["l2_latency"]
     rounds = -(-max(C, C * C // 4) // 1024)
@@ -279,7 +280,7 @@ def _profiles(rev: str | None) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="static model of the CUDA solve (a model, not a measurement)")
     ap.add_argument("--before", default="b78180e",
-                    help="git revision of the 'before' kernel (default: the kernel before issue 20)")
+                    help="git revision of the 'before' kernel (default: b78180e, the kernel before the SASS rewrite)")
     ap.add_argument("--acc", default="float", choices=["float", "double"])
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--inverse", action="store_true",

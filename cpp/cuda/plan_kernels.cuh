@@ -5,7 +5,7 @@
 // tens of microseconds, so the plan's launches would otherwise dominate.
 //
 //  * lower_inverse_kernel: L^{-1} by forward substitution, every column at once in one block:
-//    C + 1 barriers deep instead of a C^2/2-long dependent chain per column (issue 30);
+//    C + 1 barriers deep instead of a C^2/2-long dependent chain per column (its former form);
 //  * fold_taps_kernel: one thread per entry of the packed taps and M (plan_math.h's layout for
 //    the solve kernel), a dot product of length <= C each: the fold is spread over its
 //    (kh kw + 1) G K C output entries, no thread runs a C x C chain.
