@@ -33,6 +33,7 @@ import os
 import stat
 
 from .errors import RunLockedError
+from .validate import missing_directories
 
 try:
     import fcntl
@@ -115,18 +116,6 @@ def _same_file(fd: int, path: str) -> bool:
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _missing_parents(directory: str) -> list:
-    """The directories ``os.makedirs(directory)`` would create, deepest first."""
-    created, path = [], os.path.abspath(directory)
-    while not os.path.exists(path):
-        created.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return created
-
-
 class Claim:
     """What :func:`run_lock` yields: ``keep()`` once the run has passed every check that can
     refuse it; until then the lock file and the directories the lock created are removed at the
@@ -160,7 +149,7 @@ def run_lock(directory: str, what: str = "run directory", *, create: bool = Fals
             if not _HELD[key]:
                 del _HELD[key]
         return
-    made = _missing_parents(directory) if create else []
+    made = missing_directories(directory) if create else []
     if create:
         os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, LOCK_NAME)

@@ -14,7 +14,7 @@ import stat
 import tempfile
 
 __all__ = ["require_int", "require_float", "require_device", "int_option", "float_option",
-           "device_option", "check_output_dir", "check_output_file", "SEED_MAX"]
+           "device_option", "check_output_dir", "check_output_file", "missing_directories", "SEED_MAX"]
 
 
 def require_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -103,6 +103,19 @@ def float_option(minimum: float, *, strict: bool = False):
     return parse
 
 
+def missing_directories(path: str) -> list:
+    """The directories ``os.makedirs(path)`` would create, deepest first (empty if ``path``
+    exists); the parent of the last is the nearest existing ancestor."""
+    missing, here = [], os.path.abspath(path)
+    while not os.path.exists(here):
+        missing.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return missing
+
+
 def check_output_dir(path: str, what: str = "output directory", *, create: bool = True) -> str:
     """Proves ``path`` usable as a writable directory before hours of work instead of after
     them. ``create``: make it if needed and write (and remove) a temporary file there; without,
@@ -113,9 +126,8 @@ def check_output_dir(path: str, what: str = "output directory", *, create: bool 
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f"{path}: the {what} exists and is not a directory")
     if not create:
-        existing = os.path.abspath(path)
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
+        missing = missing_directories(path)
+        existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
         if not os.path.isdir(existing):
             raise PermissionError(f"{path}: the {what} cannot be created or written ({existing} "
                                   f"is not a directory)")
