@@ -371,6 +371,33 @@ class MultiScaleFlow(nn.Module):
         zs.append(h)
         return zs, logdet, log_prior + _gaussian_logp(h, self.top_mean, self.top_logs)
 
+    def latent_shapes(self) -> list[tuple[int, int, int]]:
+        """The shape (C, H, W) of each latent :meth:`encode` returns, in its order."""
+        shapes = []
+        c, h, w = self.config.image_shape
+        for i in range(len(self.levels)):
+            c, h, w = 4 * c, h // 2, w // 2
+            if i < len(self.splits):
+                keep = self.splits[i].keep
+                shapes.append((c - keep, h, w))
+                c = keep
+        return shapes + [self.top_shape]
+
+    def latent_priors(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(z, mean, log_scale)`` of each latent of :meth:`encode`: the Gaussian its prior
+        assigns to it (conditional on the kept channels at a split), for checks that recompute
+        the prior term independently (``invconv_core.testing.check_flow_model``)."""
+        h, _ = self.pre(x)
+        out = []
+        for i, level in enumerate(self.levels):
+            h, _ = level(h)
+            if i < len(self.splits):
+                split = self.splits[i]
+                mean, logs = split._stats(h[:, :split.keep])
+                out.append((h[:, split.keep:], mean, logs))
+                h = h[:, :split.keep]
+        return out + [(h, self.top_mean.expand_as(h), self.top_logs.expand_as(h))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per image (natural log) for dequantized ``x ∈ [0, 1)^D``, shape (N,)."""
         _, logdet, log_prior = self.encode(x)
