@@ -6,22 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import (DEVICES, ORDERS, SOLVERS, UNIT_ROUNDOFF, rel_err, solve, solve_tolerance,
+from cases import (DEVICES, SOLVERS, UNIT_ROUNDOFF, rel_err, solve, solve_tolerance,
                    solver_device, to_np, weight_grad_bound)
 from hypothesis import given
-from hypothesis import strategies as st
 
 import invconv_core as ic
 from invconv_core.oracle import DenseProblem
 from invconv_core.selfcheck import Case  # the cases invconv-verify draws, drawn here by Hypothesis
-
-
-@st.composite
-def cases(draw, max_c=4, max_hw=6, max_k=7, min_b=0):
-    return Case(B=draw(st.integers(min_b, 3)), C=draw(st.integers(1, max_c)),
-                H=draw(st.integers(1, max_hw)), W=draw(st.integers(1, max_hw)),
-                kh=draw(st.integers(1, max_k)), kw=draw(st.integers(1, max_k)),
-                order=draw(st.sampled_from(ORDERS)), seed=draw(st.integers(0, 2**32 - 1)))
+# the package's strategies (users draw the same operands: invconv_core.testing.strategies)
+from invconv_core.testing.strategies import cases
 
 
 def tensors(case: Case, dtype, device):

@@ -55,6 +55,13 @@ class CheckResult:
     limit: float = float("nan")
     detail: str = ""
 
+    def to_dict(self) -> dict:
+        """JSON-ready: non-finite numbers (not measured; an infinite error) become null, with
+        ``status`` PASS / FAIL / SKIP."""
+        finite = lambda v: v if math.isfinite(v) else None  # noqa: E731
+        return {"property": self.property, "direction": self.direction, "status": self.line().split()[0],
+                "measured": finite(self.measured), "tolerance": finite(self.limit), "detail": self.detail}
+
     def line(self) -> str:
         status = "SKIP" if self.passed is None else ("PASS" if self.passed else "FAIL")
         numbers = "" if math.isnan(self.measured) else f"  worst {self.measured:.3g} (tolerance {self.limit:.3g})"
@@ -195,7 +202,8 @@ def _copy(obj, dtype):
     return c
 
 
-_GRADCHECK_NUMBERS = re.compile(r"numerical:\s*tensor\(([-+0-9.e]+).*?analytical:\s*tensor\(([-+0-9.e]+)", re.S)
+# fast mode prints "numerical:0.21\nanalytical:0.23" (slow mode: "numerical:tensor(...)")
+_GRADCHECK_NUMBERS = re.compile(r"numerical:\s*(?:tensor\()?\s*([-+0-9.e]+).*?analytical:\s*(?:tensor\()?\s*([-+0-9.e]+)", re.S)
 
 
 class _Bound(nn.Module):
@@ -329,7 +337,8 @@ def _layer_results(adapter: LayerAdapter, directions, x, tol, gradcheck: bool) -
 
     results = _guarded("finite", directions[0], lambda: evaluate(directions[0], x))
     if both and "forward" in outputs:
-        results += _guarded("finite", "inverse", lambda: evaluate("inverse", outputs["forward"][0]))
+        # an inverse that raises (NotImplementedError included) fails as the inverse
+        results += _guarded("inverse", "inverse", lambda: evaluate("inverse", outputs["forward"][0]))
     if both and "inverse" in outputs:
         def identities():
             back = outputs["inverse"][0]
