@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.distributions import Normal
 
 from invconv_core import selfcheck
-from invconv_core.flows import (ALL_MODELS, FlowConfig, ImageData, bits_per_dim, build_flow, dequantize,
-                                evaluate_bpd, quantize)
+from invconv_core.flows import ALL_MODELS, FlowConfig, build_flow, dequantize, quantize
+from invconv_core.testing import check_flow_model, entropy_bound
 
 
 def _perturbed_model(model_name, shape, seed=0):
@@ -38,48 +37,17 @@ def _perturbed_model(model_name, shape, seed=0):
     return model.eval()
 
 
-def _independent_log_px(model, x):
-    """log p(x) of one image x (1, C, H, W), computed apart from MultiScaleFlow.forward: the dense
-    Jacobian of the whole data→latent map (all factored-out latents and the top one, flattened)
-    by autograd and slogdet, plus every prior term written with torch.distributions from the
-    prior's own mean and log-scale outputs."""
-    def latents(flat):
-        h, _ = model.pre(flat.view_as(x))
-        zs, priors = [], []
-        for i, level in enumerate(model.levels):
-            h, _ = level(h)
-            if i < len(model.splits):
-                split = model.splits[i]
-                kept, out = h[:, :split.keep], h[:, split.keep:]
-                mean, logs = split._stats(kept)
-                zs.append(out)
-                priors.append((out, mean, logs))
-                h = kept
-        zs.append(h)
-        priors.append((h, model.top_mean, model.top_logs))
-        return torch.cat([z.reshape(-1) for z in zs]), priors
-
-    flat = x.reshape(-1)
-    J = torch.autograd.functional.jacobian(lambda v: latents(v)[0], flat)
-    sign, logabsdet = torch.linalg.slogdet(J)
-    assert J.shape == (flat.numel(), flat.numel()) and float(sign) != 0
-    _, priors = latents(flat)
-    log_prior = sum(Normal(mean, torch.exp(logs)).log_prob(z).sum() for z, mean, logs in priors)
-    return logabsdet + log_prior
-
-
 @pytest.mark.parametrize("model_name", ALL_MODELS)
 @pytest.mark.parametrize("shape", [(1, 4, 4), (3, 4, 4)])
 def test_the_model_density_is_the_dense_jacobian_and_the_priors(model_name, shape):
-    """Catches P2 (and any log-det or prior term that is wrong, missing or counted twice)."""
+    """invconv_core.testing.check_flow_model: log p(x) of each image against the slogdet of the
+    dense Jacobian of the whole data→latent map (all factored-out latents and the top one) plus
+    every prior term written with torch.distributions from the prior's own mean and log-scale.
+    Catches P2 (and any log-det or prior term that is wrong, missing or counted twice)."""
     model = _perturbed_model(model_name, shape)
     x = torch.rand(3, *shape, dtype=torch.float64) * 0.9 + 0.05
-    with torch.no_grad():
-        got = model(x)
-    for i in range(len(x)):
-        expected = _independent_log_px(model, x[i:i + 1])
-        assert math.isclose(float(got[i]), float(expected.detach()), rel_tol=1e-9, abs_tol=1e-8), \
-            (model_name, float(got[i]), float(expected.detach()))
+    report = check_flow_model(model, x, samples=3, perturb=0.0, initialize=False, entropy_steps=0)
+    assert not report.failed("density") and not report.failed("prior") and not report.failed("log-det"), str(report)
 
 
 def test_split_prior_log_prob_is_the_density_sample_draws_from():
@@ -133,36 +101,20 @@ def test_dequantization_noise_covers_the_whole_bin():
 
 
 def test_known_answer_training_never_beats_the_entropy():
-    """8-bit images 1×4×4 whose pixels are independent and uniform on {128, 129}: the discrete
-    entropy is exactly 1 bit/dim, and a dequantized continuous model upper-bounds it in
-    expectation. After brief training the test bits/dim must lie in [1 − 6·SE, 1 + 0.5] (SE:
-    the standard error of the per-image mean; 0.5 bit: what a smooth flow leaves above a
-    two-cell step density after 300 steps). Catches P1: with half-bin noise the data occupy 1.5
-    cells per pixel, and the model goes below the entropy (≈ log2 1.5 + its excess)."""
+    """invconv_core.testing.entropy_bound: 8-bit images 1×4×4 whose pixels are independent and
+    uniform on {127, 128}: the discrete entropy is exactly 1 bit/dim, and a dequantized
+    continuous model upper-bounds it in expectation. After 300 training steps the held-out
+    bits/dim must be ≥ 1 − 6·SE (SE: the standard error of the per-image mean), and within 0.5
+    bit of it (what a smooth flow leaves above a two-cell step density after 300 steps).
+    Catches P1: with half-bin noise the data occupy 1.5 cells per pixel, and the model goes
+    below the entropy (≈ log2 1.5 + its excess)."""
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    n_train, n_test, entropy = 4000, 2000, 1.0
-    draw = lambda n: 128.0 + torch.randint(0, 2, (n, 1, 4, 4), generator=g).float()  # noqa: E731
-    train, test = draw(n_train), draw(n_test)
     model = build_flow(FlowConfig(model="inverse-flow", image_shape=(1, 4, 4), levels=2, steps=2,
                                   width=16, kernel_size=3, n_bins=256))
-    with torch.no_grad():
-        model(dequantize(train[:200], 256))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(300):
-        idx = torch.randint(0, n_train, (100,), generator=g)
-        loss = bits_per_dim(model(dequantize(train[idx], 256)), 16, 256).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    data = ImageData(test, torch.zeros(n_test, dtype=torch.int64), 256)
-    bpd = evaluate_bpd(model, data, batch_size=500, seed=7)
-    with torch.no_grad():
-        per_image = bits_per_dim(model(dequantize(test, 256, generator=torch.Generator().manual_seed(7))), 16, 256)
-    se = float(per_image.std()) / math.sqrt(n_test)
-    print(f"known-answer test bits/dim {bpd:.4f} (entropy {entropy}, SE {se:.4f})")
-    assert bpd >= entropy - 6 * se, (bpd, se)
-    assert bpd <= entropy + 0.5, bpd
+    result = entropy_bound(model, (1, 4, 4), n_bins=256, steps=300, dequantize=dequantize)
+    print(result.line())
+    assert result.passed, result.line()
+    assert result.measured <= 1.0 + 0.5, result.line()
 
 
 @pytest.mark.parametrize("count, expected", [(0, ["cpu"]), (1, ["cpu", "cuda:0"]),
