@@ -24,7 +24,7 @@ def _deterministic_seed():
 # The operator tests first (a planted bug in the plan, a kernel, the autograd formulas, the
 # log-det or the fallback fails within the first minute), then the builds and the tools.
 FILE_ORDER = ["test_errors.py", "test_backend.py", "test_dense_oracle.py", "test_implementations.py",
-              "test_autograd.py", "test_transforms.py", "test_likelihood.py", "test_flow_layers.py", "test_flow_modes.py", "test_flow_data.py", "test_verify.py",
+              "test_autograd.py", "test_transforms.py", "test_likelihood.py", "test_flow_layers.py", "test_flow_checker.py", "test_flow_modes.py", "test_flow_data.py", "test_verify.py",
               "test_cuda_emulation.py", "test_cuda.py", "test_cpu_pipeline_race.py",
               "test_cuda_compile.py", "test_flow_cli.py", "test_flow_compare.py",
               "test_console_scripts.py", "test_reliability.py"]
