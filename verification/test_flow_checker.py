@@ -317,3 +317,16 @@ def test_the_flow_checker_fixture_is_installed_for_pytest(user_dir):
                           capture_output=True, text=True, cwd=user_dir, timeout=300)
     assert proc.returncode == 1 and "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
     assert "FlowCheckError" in proc.stdout and "FAIL log-det" in proc.stdout
+
+
+def test_the_pytest_plugin_imports_neither_torch_nor_the_core():
+    """pytest loads the plugin in every run of an environment that has invconv-core installed:
+    loading it must cost nothing until a test asks for a fixture."""
+    import importlib.metadata
+    plugins = [e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "invconv_core"]
+    assert [e.value for e in plugins] == ["invconv_core_pytestplugin"]
+    code = ("import sys, invconv_core_pytestplugin as p; "
+            "assert 'torch' not in sys.modules and 'invconv_core' not in sys.modules, sorted(sys.modules); "
+            "print(p.flow_checker, p.flow_model_checker)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -180,7 +180,7 @@ def _tiny_batch(example: torch.Tensor, samples: int, dtype) -> torch.Tensor:
     return x
 
 
-def _prepare(module, dtype, seed: int, perturb: float, initialize: bool, warm_up: Callable[[], object]):
+def _prepare(module, seed: int, perturb: float, initialize: bool, warm_up: Callable[[], object]):
     """Set up a copy for checking: data-dependent initialisation (one call in training mode on
     the example), evaluation mode, then every trainable floating parameter moved by
     ``perturb``·N(0, 1) so that zero-initialised parts (a coupling's last conv, a prior) are
@@ -308,7 +308,7 @@ def check_flow_layer(layer, example: torch.Tensor, *, directions: Sequence[str] 
     x = _tiny_batch(example, samples, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _prepare(module, dtype, seed, perturb, initialize, lambda: adapter.map(directions[0])(x))
+        _prepare(module, seed, perturb, initialize, lambda: adapter.map(directions[0])(x))
         report.results += _layer_results(adapter, directions, x, tol, gradcheck and dtype == torch.float64)
         if gradcheck and dtype != torch.float64:
             report.results.append(CheckResult("gradcheck", "both", None, detail="gradcheck needs float64"))
@@ -437,7 +437,7 @@ def check_flow_model(model, example: torch.Tensor, *, protocol: str = "auto",
     x = _tiny_batch(example, samples, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _prepare(model, dtype, seed, perturb, initialize, lambda: adapter.log_prob(x))
+        _prepare(model, seed, perturb, initialize, lambda: adapter.log_prob(x))
         report.results += _model_results(adapter, x, tol)
         if entropy_steps:
             report.results.append(entropy_bound(original, example[0].shape, n_bins=n_bins, steps=entropy_steps,

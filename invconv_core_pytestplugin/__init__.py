@@ -1,5 +1,7 @@
-"""The pytest entry point of ``invconv_core.testing`` (registered under ``pytest11``, so it loads
-wherever invconv-core is installed; it imports nothing heavy until a test asks for it)::
+"""The pytest entry point of ``invconv_core.testing`` (registered under ``pytest11``, so pytest
+loads it wherever invconv-core is installed). A top-level module of its own, outside the
+``invconv_core`` package, so that loading it imports neither torch nor the compiled core: a
+pytest run that uses no fixture of ours pays nothing::
 
     def test_my_layer(flow_checker):
         flow_checker(MyLayer(3), torch.randn(2, 3, 4, 4))
@@ -20,7 +22,7 @@ import pytest
 @pytest.fixture
 def flow_checker():
     """``flow_checker(layer, example, **options) -> Report``: check_flow_layer, asserting."""
-    from .checks import check_flow_layer
+    from invconv_core.testing import check_flow_layer
 
     def check(layer, example, **options):
         return check_flow_layer(layer, example, **options).raise_if_failed()
@@ -30,7 +32,7 @@ def flow_checker():
 @pytest.fixture
 def flow_model_checker():
     """``flow_model_checker(model, example, **options) -> Report``: check_flow_model, asserting."""
-    from .checks import check_flow_model
+    from invconv_core.testing import check_flow_model
 
     def check(model, example, **options):
         return check_flow_model(model, example, **options).raise_if_failed()
