@@ -393,6 +393,8 @@ def disassemble(cubin: str) -> str:
 
 def _short(name: str) -> str:
     s = re.sub(r"^void |invconv_core::cuda_kernels::|\(.*$|c10::", "", name)
+    # the kernel's policy argument (KernelPolicy, or a planted one of cpp/testing/planted_kernel.h)
+    s = re.sub(r", (?:KernelPolicy|Planted\w+)>", ">", s)
     return s.replace("BFloat16", "bfloat16").replace("Half", "half").replace("long", "int64")
 
 

@@ -221,7 +221,7 @@ def test_emulated_kernel_is_race_free_under_thread_sanitizer(tmp_path):
 def test_thread_sanitizer_catches_a_missing_barrier_in_the_emulated_kernel(tmp_path):
     """The check can fail: the kernel without its per-diagonal __syncthreads() (a test-only
     compile switch) is reported as a data race."""
-    run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANT_MISSING_DIAGONAL_BARRIER", cases=40)
+    run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANTED_KERNEL=PlantedMissingDiagonalBarrier", cases=40)
     assert run.returncode == 66, run.stdout + run.stderr[-2000:]
     assert "WARNING: ThreadSanitizer: data race" in run.stderr
     assert "wavefront_solve_kernel" in run.stderr
@@ -245,10 +245,10 @@ def test_emulated_kernel_is_clean_under_address_and_undefined_sanitizers(tmp_pat
 @needs_gxx
 def test_address_sanitizer_catches_a_ring_one_diagonal_short(tmp_path):
     """The planted overrun: launch_config sizes the ring for one anti-diagonal fewer than the
-    kernel uses (INVCONV_PLANT_SHORT_RING); the kernel's writes past the shared buffer are
+    kernel uses (the PlantedShortRing policy); the kernel's writes past the shared buffer are
     reported. (With the emulation's former 16 bytes of slack, and no ASan build, nothing saw
     it.)"""
-    run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANT_SHORT_RING", sanitizer="address")
+    run = _build_and_run_race_check(tmp_path, "-DINVCONV_PLANTED_KERNEL=PlantedShortRing", sanitizer="address")
     assert run.returncode == 67, run.stdout + run.stderr[-2000:]
     assert "ERROR: AddressSanitizer: heap-buffer-overflow" in run.stderr
     assert "wavefront_solve_kernel" in run.stderr

@@ -51,10 +51,11 @@ def test_solve_kernels_pass_the_profile(sm90):
         assert ring.innermost["ldg"] == 0 and ring.innermost["wide_int"] == 0
 
 
+# the planted policies of cpp/testing/planted_kernel.h, by the violation each must produce
 PLANTS = {
-    "generic": "INVCONV_PLANT_RUNTIME_POINTER_CHOICE",
-    "64-bit": "INVCONV_PLANT_64BIT_INDEX",
-    "fma": "INVCONV_PLANT_ONE_FMA_PER_LOAD",
+    "generic": "INVCONV_PLANTED_KERNEL=PlantedRuntimePointerChoice",
+    "64-bit": "INVCONV_PLANTED_KERNEL=PlantedWideIndex",
+    "fma": "INVCONV_PLANTED_KERNEL=PlantedOneFmaPerLoad",
 }
 
 

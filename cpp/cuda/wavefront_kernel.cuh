@@ -98,47 +98,6 @@ inline bool fits_32bit_index(std::int64_t y_extent, std::int64_t out_extent, std
          H + W < lim;
 }
 
-// The launch of one solve: one block per image (at most max_blocks, each then solving several
-// images in turn), as many threads as the widest anti-diagonal has (pixel, channel group) pairs
-// (a multiple of 32, at most max_threads), shared memory for the packed taps and then the image
-// -- or else the ring of its last anti-diagonals -- as far as `shared_limit` bytes allow (the
-// whole image never on the 64-bit path: an image that needs 64-bit offsets is far beyond any
-// shared memory). Used by the CUDA glue and the emulation alike.
-inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
-                                  std::int64_t kh, std::int64_t kw, std::size_t acc_size,
-                                  std::size_t shared_limit = kDefaultSharedLimit,
-                                  int max_threads = kMaxThreads,
-                                  std::int64_t max_blocks = kMaxBlocks, bool wide_index = false) {
-  LaunchConfig cfg{};
-  cfg.blocks = imax(1, imin(B, max_blocks));
-  const std::int64_t widest = imin(H, W) * channel_groups(C);  // pairs of the widest diagonal
-  const std::int64_t warps = (widest + 31) / 32;
-  if (wide_index && max_threads > kMaxThreadsWide) max_threads = kMaxThreadsWide;
-  cfg.threads = static_cast<int>(imax(1, imin(warps * 32, max_threads)));
-  const std::size_t taps_bytes = static_cast<std::size_t>(packed_size(C, kh, kw)) * acc_size;
-  const std::size_t image_bytes = static_cast<std::size_t>(H * W * C) * acc_size;
-#if defined(INVCONV_PLANT_SHORT_RING)  // test-only: the ring one anti-diagonal short (ASan test)
-  const std::size_t ring_bytes = static_cast<std::size_t>((kh + kw - 2) * H * C) * acc_size;
-#else
-  const std::size_t ring_bytes = static_cast<std::size_t>((kh + kw - 1) * H * C) * acc_size;
-#endif
-  std::size_t used = 0;
-  cfg.wide_index = wide_index;
-  cfg.taps_in_shared = taps_bytes <= shared_limit;
-  if (cfg.taps_in_shared) used += taps_bytes;
-  if (!wide_index && used + image_bytes <= shared_limit) {
-    cfg.image = kImageShared;
-    used += image_bytes;
-  } else if (ring_bytes < image_bytes && used + ring_bytes <= shared_limit) {
-    cfg.image = kImageRing;
-    used += ring_bytes;
-  } else {
-    cfg.image = kImageGlobal;
-  }
-  cfg.shared_bytes = used;
-  return cfg;
-}
-
 #if defined(__CUDACC__)
 __device__ inline unsigned char* dynamic_shared_bytes() {
   extern __shared__ __align__(16) unsigned char invconv_dynamic_shared[];
@@ -172,180 +131,279 @@ __device__ __forceinline__ Lanes<acc_t> load_lanes(const acc_t* p) {
 #endif
 }
 
-// Test-only compile switches of the SASS profile's planted counter-examples
-// (verification/test_sass_profile.py), each restoring one defect the profile guards against:
-// INVCONV_PLANT_RUNTIME_POINTER_CHOICE (shared or global chosen at run time: generic loads),
-// INVCONV_PLANT_64BIT_INDEX (64-bit offsets and counters on every path),
-// INVCONV_PLANT_ONE_FMA_PER_LOAD (the dot product a channel at a time: two loads per FMA).
-#if defined(INVCONV_PLANT_RUNTIME_POINTER_CHOICE)
-#define INVCONV_SHARED_CHOICE(in_shared) ((in_shared) ? (p.B >= 0) : (p.B < 0))  // run-time
+// The kernel's policy: the choices its named steps make that a test may replace. The
+// production policy is the only one the package compiles; verification/ plants one defect at a
+// time by compiling with -DINVCONV_PLANTED_KERNEL=<name>, which takes a policy derived from
+// this one out of the test-only header cpp/testing/planted_kernel.h (a sanitizer or the SASS
+// profile must then fail). No planted code is in this file.
+struct KernelPolicy {
+  // Offsets into images and the packed taps: the index type of the instantiation (int32
+  // whenever fits_32bit_index). The channel, tap row and tap column counters are int on every
+  // path: C, kh, kw fit (a weight of C >= 2^31 channels has C^2 entries).
+  template <typename index_t>
+  using Offset = index_t;
+  using Counter = int;
+
+  // The anti-diagonals the ring keeps: all the taps of a diagonal read (launch_config sizes
+  // shared memory with it; the kernel's ring arithmetic uses kh + kw - 1).
+  static constexpr std::int64_t ring_diagonals(std::int64_t kh, std::int64_t kw) { return kh + kw - 1; }
+
+  // Whether the taps / the image are read from shared memory: a template argument, so each
+  // instantiation has one kind of load (LDS or LDG), never a generic one.
+  template <typename scalar_t, typename acc_t>
+  __device__ __forceinline__ static constexpr bool in_shared(bool in_shared, const SolveParams<scalar_t, acc_t>&) {
+    return in_shared;
+  }
+
+  // The dot product of one tap: the K output channels of a thread over all C input channels,
+  // each neighbour value feeding K FMAs, the K weights one vector load. Input channels per
+  // unrolled step: 8 in float32 (32 FMAs), 4 in float64 (more spilled at 64 registers); the
+  // emulation's host compiler ignores the pragma.
+  template <typename acc_t, typename J>
+  __device__ __forceinline__ static void tap_dot(acc_t (&acc)[kChannelsPerThread], const acc_t* t,
+                                                 const acc_t* xn, J Ci) {
+    [[maybe_unused]] constexpr int kUnroll = sizeof(acc_t) == 4 ? 8 : 4;
+#pragma unroll kUnroll
+    for (J c2 = 0; c2 < Ci; ++c2) {
+      const acc_t xv = xn[c2];
+      const Lanes<acc_t> tv = load_lanes(t + c2 * kChannelsPerThread);
+#pragma unroll
+      for (int l = 0; l < kChannelsPerThread; ++l) acc[l] += tv.v[l] * xv;
+    }
+  }
+
+  // Between two anti-diagonals: diagonal d is solved before d + 1 reads it.
+  __device__ __forceinline__ static void diagonal_barrier() { __syncthreads(); }
+};
+
+#if defined(INVCONV_PLANTED_KERNEL)
+#include "../testing/planted_kernel.h"  // test-only: ActivePolicy = the planted policy
 #else
-#define INVCONV_SHARED_CHOICE(in_shared) (in_shared)
+using ActivePolicy = KernelPolicy;
 #endif
 
-// The solve of one launch. Template parameters: where the packed taps and the image live
-// (shared or global memory, kImage*: separate code, so the compiler emits LDS / LDG, never
-// generic loads) and the index type (int32 whenever fits_32bit_index; int64 otherwise).
-//
-// Per image: (1) z = M y at every pixel, into the image (the global scratch with the ring) --
-// independent pixels, all threads, so the right-hand side's global loads never wait on the
-// wavefront; (2) the H + W - 1 anti-diagonals, one __syncthreads() each, each thread solving
-// the K channels of a (pixel, channel group) pair: x = z - (sum over the taps of T x_{neighbour}),
-// where each neighbour value feeds K FMAs and the K weights are one vector load (z is read
-// last: no FMA waits on it); (3) the solved image to the output, threads along rows (the ring
-// wrote it in (2)). Channel c reads only the right-hand side channels c2 <= c of its own pixel
-// (M is lower-triangular: a NaN of a later channel stays out of it).
-template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t>
-__global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
-    wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
-#if defined(INVCONV_PLANT_64BIT_INDEX)
-  using I = std::int64_t;
-  using J = std::int64_t;  // the channel and tap counters too
-#else
-  using I = index_t;
-  using J = int;
-#endif
+// The launch of one solve: one block per image (at most max_blocks, each then solving several
+// images in turn), as many threads as the widest anti-diagonal has (pixel, channel group) pairs
+// (a multiple of 32, at most max_threads), shared memory for the packed taps and then the image
+// -- or else the ring of its last anti-diagonals -- as far as `shared_limit` bytes allow (the
+// whole image never on the 64-bit path: an image that needs 64-bit offsets is far beyond any
+// shared memory). Used by the CUDA glue and the emulation alike.
+inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
+                                  std::int64_t kh, std::int64_t kw, std::size_t acc_size,
+                                  std::size_t shared_limit = kDefaultSharedLimit,
+                                  int max_threads = kMaxThreads,
+                                  std::int64_t max_blocks = kMaxBlocks, bool wide_index = false) {
+  LaunchConfig cfg{};
+  cfg.blocks = imax(1, imin(B, max_blocks));
+  const std::int64_t widest = imin(H, W) * channel_groups(C);  // pairs of the widest diagonal
+  const std::int64_t warps = (widest + 31) / 32;
+  if (wide_index && max_threads > kMaxThreadsWide) max_threads = kMaxThreadsWide;
+  cfg.threads = static_cast<int>(imax(1, imin(warps * 32, max_threads)));
+  const std::size_t taps_bytes = static_cast<std::size_t>(packed_size(C, kh, kw)) * acc_size;
+  const std::size_t image_bytes = static_cast<std::size_t>(H * W * C) * acc_size;
+  const std::size_t ring_bytes =
+      static_cast<std::size_t>(ActivePolicy::ring_diagonals(kh, kw) * H * C) * acc_size;
+  std::size_t used = 0;
+  cfg.wide_index = wide_index;
+  cfg.taps_in_shared = taps_bytes <= shared_limit;
+  if (cfg.taps_in_shared) used += taps_bytes;
+  if (!wide_index && used + image_bytes <= shared_limit) {
+    cfg.image = kImageShared;
+    used += image_bytes;
+  } else if (ring_bytes < image_bytes && used + ring_bytes <= shared_limit) {
+    cfg.image = kImageRing;
+    used += ring_bytes;
+  } else {
+    cfg.image = kImageGlobal;
+  }
+  cfg.shared_bytes = used;
+  return cfg;
+}
+
+
+// Thread t's walk over a row-major index space of rows of n: it starts at (t / n, t % n) and
+// steps blockDim.x entries at a time, (blockDim.x / n, blockDim.x % n), the carry done by hand
+// (no division in the loop: a 64-bit one is a called subroutine on the GPU). 32-bit division
+// suffices: a thread index and the block size are below 1024.
+struct Walk {
+  unsigned first_major, first_minor, step_major, step_minor;
+};
+
+template <typename I>
+__device__ __forceinline__ Walk block_walk(I n) {
+  const unsigned nu = n > static_cast<I>(blockDim.x) ? blockDim.x + 1u : static_cast<unsigned>(n);
+  return Walk{threadIdx.x / nu, threadIdx.x % nu, blockDim.x / nu, blockDim.x % nu};
+}
+
+// The sizes of one solve in the offset type I and the counter type J of the instantiation.
+template <typename I, typename J>
+struct Dims {
+  J Ci, khi, kwi;         // counters: channels, tap rows, tap columns
+  I C, H, W, kh, kw, G;   // G = channel groups of K
+  I tap_len, n_packed;    // one tap's packed entries; all taps and M
+};
+
+template <typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ Dims<I, J> solve_dims(const SolveParams<scalar_t, acc_t>& p) {
   constexpr int K = kChannelsPerThread;
-  // Input channels per step of the dot product: 8 in float32 (32 FMAs), 4 in float64 (more
-  // spilled at 64 registers); unused by the emulation's host compiler, which ignores the pragma.
-  // The channel, tap row and tap column counters are int on every path: C, kh, kw fit (a weight
-  // of C >= 2^31 channels has C^2 entries); only offsets into images and the packed taps need
-  // 64 bits.
-  [[maybe_unused]] constexpr int kUnroll = sizeof(acc_t) == 4 ? 8 : 4;
-  const J Ci = static_cast<J>(p.C), khi = static_cast<J>(p.kh), kwi = static_cast<J>(p.kw);
-  const I C = static_cast<I>(p.C), H = static_cast<I>(p.H), W = static_cast<I>(p.W);
-  const I kh = static_cast<I>(p.kh), kw = static_cast<I>(p.kw);
-  const I G = (C + K - 1) / K, tap_len = G * C * K, n_packed = (kh * kw + 1) * tap_len;
-  acc_t* const shared = reinterpret_cast<acc_t*>(dynamic_shared_bytes());
-  if (kTapsShared)
-    for (I e = threadIdx.x; e < n_packed; e += blockDim.x) shared[e] = p.packed[e];
-  const acc_t* const packed = INVCONV_SHARED_CHOICE(kTapsShared) ? shared : p.packed;
-  const acc_t* const m_packed = packed + kh * kw * tap_len;
+  Dims<I, J> d;
+  d.Ci = static_cast<J>(p.C), d.khi = static_cast<J>(p.kh), d.kwi = static_cast<J>(p.kw);
+  d.C = static_cast<I>(p.C), d.H = static_cast<I>(p.H), d.W = static_cast<I>(p.W);
+  d.kh = static_cast<I>(p.kh), d.kw = static_cast<I>(p.kw);
+  d.G = (d.C + K - 1) / K, d.tap_len = d.G * d.C * K, d.n_packed = (d.kh * d.kw + 1) * d.tap_len;
+  return d;
+}
 
-  // Thread t starts at pair t = (pixel t / G, group t % G) of a diagonal and steps blockDim.x
-  // pairs at a time, carried by hand (no division in the loop: a 64-bit one is a called
-  // subroutine on the GPU); likewise pixel t = (row t / W, column t % W) of the image passes.
-  // 32-bit division suffices: a thread index and the block size are below 1024.
-  const unsigned Gu = G > static_cast<I>(blockDim.x) ? blockDim.x + 1u : static_cast<unsigned>(G);
-  const unsigned first_pixel = threadIdx.x / Gu, first_group = threadIdx.x % Gu;
-  const unsigned step_pixels = blockDim.x / Gu, step_groups = blockDim.x % Gu;
-  const unsigned Wu = W > static_cast<I>(blockDim.x) ? blockDim.x + 1u : static_cast<unsigned>(W);
-  const unsigned first_i = threadIdx.x / Wu, first_j = threadIdx.x % Wu;
-  const unsigned step_i = blockDim.x / Wu, step_j = blockDim.x % Wu;
-
-  for (I b = blockIdx.x; b < static_cast<I>(p.B); b += gridDim.x) {
-    constexpr bool kRing = kImage == kImageRing;
-    // the image (kImageShared, kImageGlobal) or z (kImageRing) at xs; the ring after the taps
-    acc_t* const on_chip = shared + (kTapsShared ? n_packed : 0);
-    acc_t* const xs = INVCONV_SHARED_CHOICE(kImage == kImageShared) ? on_chip
-                                                                    : p.scratch + b * (H * W * C);
-    acc_t* const ring = on_chip;
-    const I R = kh + kw - 1;  // ring slots: diagonals d - (R - 1) .. d
-    // staged taps visible (first image); the previous image is written out
-    __syncthreads();
-
-    // (1) z = M y, group by group (the strides read where used: fewer live registers)
-    const scalar_t* const yb = p.y + b * static_cast<I>(p.ys.sb);
-    const I ysc = static_cast<I>(p.ys.sc), ysh = static_cast<I>(p.ys.sh), ysw = static_cast<I>(p.ys.sw);
-    for (I g = 0; g < G; ++g) {
-      const I c0 = g * K, c_end = C < c0 + K ? C : c0 + K;
-      const acc_t* const mg = m_packed + g * (C * K);
-      for (I i = first_i, j = first_j; i < H; i += step_i, j += step_j) {
-        if (j >= W) { j -= W; ++i; if (i >= H) break; }
-        const scalar_t* const yp = yb + i * ysh + j * ysw;
-        acc_t z[K];
+// Pass (1) of an image: z = M y at every pixel, into xs -- independent pixels, all threads, so
+// the right-hand side's global loads never wait on the wavefront; group by group, the strides
+// read where used (fewer live registers). Channel c reads only the right-hand side channels
+// c2 <= c of its own pixel (M is lower-triangular: a NaN of a later channel stays out of it).
+template <typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void right_hand_side(const SolveParams<scalar_t, acc_t>& p, I b, const Dims<I, J>& d,
+                                                const Walk& px, const acc_t* m_packed, acc_t* xs) {
+  constexpr int K = kChannelsPerThread;
+  const scalar_t* const yb = p.y + b * static_cast<I>(p.ys.sb);
+  const I ysc = static_cast<I>(p.ys.sc), ysh = static_cast<I>(p.ys.sh), ysw = static_cast<I>(p.ys.sw);
+  for (I g = 0; g < d.G; ++g) {
+    const I c0 = g * K, c_end = d.C < c0 + K ? d.C : c0 + K;
+    const acc_t* const mg = m_packed + g * (d.C * K);
+    for (I i = px.first_major, j = px.first_minor; i < d.H; i += px.step_major, j += px.step_minor) {
+      if (j >= d.W) { j -= d.W; ++i; if (i >= d.H) break; }
+      const scalar_t* const yp = yb + i * ysh + j * ysw;
+      acc_t z[K];
 #pragma unroll
-        for (int k = 0; k < K; ++k) z[k] = acc_t(0);
-        for (I c2 = 0; c2 < c_end; ++c2) {
-          const acc_t yv = static_cast<acc_t>(yp[c2 * ysc]);
-          const Lanes<acc_t> m = load_lanes(mg + c2 * K);
-#pragma unroll
-          for (int k = 0; k < K; ++k)
-            if (c2 <= c0 + k) z[k] += m.v[k] * yv;
-        }
-        acc_t* const xp = xs + (i * W + j) * C + c0;
+      for (int k = 0; k < K; ++k) z[k] = acc_t(0);
+      for (I c2 = 0; c2 < c_end; ++c2) {
+        const acc_t yv = static_cast<acc_t>(yp[c2 * ysc]);
+        const Lanes<acc_t> m = load_lanes(mg + c2 * K);
 #pragma unroll
         for (int k = 0; k < K; ++k)
-          if (c0 + k < C) xp[k] = z[k];
+          if (c2 <= c0 + k) z[k] += m.v[k] * yv;
       }
-    }
-    __syncthreads();  // every z written before a pixel reads it
-
-    // (2) the anti-diagonals
-    scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
-    const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
-    I slot = 0;  // d % R, carried
-    for (I d = 0; d < H + W - 1; ++d, slot = slot + 1 == R ? 0 : slot + 1) {
-      const I i_lo = d - (W - 1) > 0 ? d - (W - 1) : 0;
-      const I pixels = (H - 1 < d ? H - 1 : d) - i_lo + 1;
-      for (I k = first_pixel, g = first_group; k < pixels; k += step_pixels, g += step_groups) {
-        if (g >= G) { g -= G; ++k; if (k >= pixels) break; }
-        const I i = i_lo + k, j = d - i, c0 = g * K;
-        acc_t* const xp = xs + (i * W + j) * C + c0;  // z, and (not kRing) the solution
-        // the neighbours' sum first, z - sum last: no FMA waits for the load of z
-        acc_t acc[K];
+      acc_t* const xp = xs + (i * d.W + j) * d.C + c0;
 #pragma unroll
-        for (int l = 0; l < K; ++l) acc[l] = acc_t(0);
-        // taps reaching above row 0 or left of column 0 read the zero padding: skipped
-        for (J a = kh - 1 - i > 0 ? static_cast<J>(kh - 1 - i) : 0; a < khi; ++a) {
-          const I ii = i - (khi - 1 - a);
-          const J b_end = (a == khi - 1) ? kwi - 1 : kwi;  // not the current pixel
-          for (J bb = kw - 1 - j > 0 ? static_cast<J>(kw - 1 - j) : 0; bb < b_end; ++bb) {
-            const acc_t* const t = packed + ((a * kw + bb) * G + g) * (C * K);
-            const acc_t* xn;
-            if (kRing) {  // the neighbour's diagonal d - back, back in [1, R - 1]
-              const I back = (khi - 1 - a) + (kwi - 1 - bb);
-              xn = ring + ((slot >= back ? slot - back : slot - back + R) * H + ii) * C;
-            } else {
-              xn = xs + (ii * W + j - (kw - 1 - bb)) * C;
-            }
-#if defined(INVCONV_PLANT_ONE_FMA_PER_LOAD)  // test-only: a channel at a time, not unrolled
-            for (int l = 0; l < K; ++l)
-#pragma unroll 1
-              for (J c2 = 0; c2 < Ci; ++c2) acc[l] += t[c2 * K + l] * xn[c2];
-#else
-#pragma unroll kUnroll
-            for (J c2 = 0; c2 < Ci; ++c2) {
-              const acc_t xv = xn[c2];
-              const Lanes<acc_t> tv = load_lanes(t + c2 * K);
-#pragma unroll
-              for (int l = 0; l < K; ++l) acc[l] += tv.v[l] * xv;
-            }
-#endif
-          }
-        }
-        if (kRing) {  // into the ring, and to the output at once
-          acc_t* const rp = ring + (slot * H + i) * C + c0;
-#pragma unroll
-          for (int l = 0; l < K; ++l)
-            if (c0 + l < C) {
-              const acc_t x = xp[l] - acc[l];
-              rp[l] = x;
-              ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
-            }
-        } else {
-#pragma unroll
-          for (int l = 0; l < K; ++l)
-            if (c0 + l < C) xp[l] = xp[l] - acc[l];
-        }
-      }
-#ifndef INVCONV_PLANT_MISSING_DIAGONAL_BARRIER  // test-only: proves the race check can fail
-      __syncthreads();  // diagonal d is solved before d + 1 reads it
-#endif
-    }
-
-    // (3) to the output, in its dtype (the ring wrote it already)
-    if (!kRing) {
-      for (I c = 0; c < C; ++c)
-        for (I i = first_i, j = first_j; i < H; i += step_i, j += step_j) {
-          if (j >= W) { j -= W; ++i; if (i >= H) break; }
-          ob[c * osc + i * osh + j * osw] = static_cast<scalar_t>(xs[(i * W + j) * C + c]);
-        }
+      for (int k = 0; k < K; ++k)
+        if (c0 + k < d.C) xp[k] = z[k];
     }
   }
 }
 
-#undef INVCONV_SHARED_CHOICE
+// One (pixel, channel group) pair of an anti-diagonal: its K channels
+//     x = z - (sum over the taps t != current of W'_t x_{p - t}),
+// the neighbours' sum first and z read last (no FMA waits for its load). Taps reaching above
+// row 0 or left of column 0 read the zero padding: skipped. With the ring, a neighbour on
+// diagonal d - back sits in slot (d - back) % R, and the solution goes into the ring and to
+// the output at once; otherwise it overwrites z in xs.
+template <typename Policy, bool kRing, typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void solve_pair(const Dims<I, J>& d, const acc_t* packed, acc_t* xs, acc_t* ring,
+                                           I slot, I R, I i, I j, I g, scalar_t* ob, I osc, I osh, I osw) {
+  constexpr int K = kChannelsPerThread;
+  const I c0 = g * K;
+  acc_t* const xp = xs + (i * d.W + j) * d.C + c0;  // z, and (not kRing) the solution
+  acc_t acc[K];
+#pragma unroll
+  for (int l = 0; l < K; ++l) acc[l] = acc_t(0);
+  for (J a = d.kh - 1 - i > 0 ? static_cast<J>(d.kh - 1 - i) : 0; a < d.khi; ++a) {
+    const I ii = i - (d.khi - 1 - a);
+    const J b_end = (a == d.khi - 1) ? d.kwi - 1 : d.kwi;  // not the current pixel
+    for (J bb = d.kw - 1 - j > 0 ? static_cast<J>(d.kw - 1 - j) : 0; bb < b_end; ++bb) {
+      const acc_t* const t = packed + ((a * d.kw + bb) * d.G + g) * (d.C * K);
+      const acc_t* xn;
+      if (kRing) {  // the neighbour's diagonal d - back, back in [1, R - 1]
+        const I back = (d.khi - 1 - a) + (d.kwi - 1 - bb);
+        xn = ring + ((slot >= back ? slot - back : slot - back + R) * d.H + ii) * d.C;
+      } else {
+        xn = xs + (ii * d.W + j - (d.kw - 1 - bb)) * d.C;
+      }
+      Policy::tap_dot(acc, t, xn, d.Ci);
+    }
+  }
+  if (kRing) {
+    acc_t* const rp = ring + (slot * d.H + i) * d.C + c0;
+#pragma unroll
+    for (int l = 0; l < K; ++l)
+      if (c0 + l < d.C) {
+        const acc_t x = xp[l] - acc[l];
+        rp[l] = x;
+        ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
+      }
+  } else {
+#pragma unroll
+    for (int l = 0; l < K; ++l)
+      if (c0 + l < d.C) xp[l] = xp[l] - acc[l];
+  }
+}
+
+// Pass (2) of an image: the H + W - 1 anti-diagonals in order, the pairs of each spread over
+// the threads, one barrier between two diagonals.
+template <typename Policy, bool kRing, typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void solve_diagonals(const SolveParams<scalar_t, acc_t>& p, I b, const Dims<I, J>& d,
+                                                const Walk& pairs, const acc_t* packed, acc_t* xs, acc_t* ring) {
+  scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
+  const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
+  const I R = d.kh + d.kw - 1;  // ring slots: diagonals d - (R - 1) .. d
+  I slot = 0;                   // diagonal % R, carried
+  for (I diag = 0; diag < d.H + d.W - 1; ++diag, slot = slot + 1 == R ? 0 : slot + 1) {
+    const I i_lo = diag - (d.W - 1) > 0 ? diag - (d.W - 1) : 0;
+    const I pixels = (d.H - 1 < diag ? d.H - 1 : diag) - i_lo + 1;
+    for (I k = pairs.first_major, g = pairs.first_minor; k < pixels; k += pairs.step_major, g += pairs.step_minor) {
+      if (g >= d.G) { g -= d.G; ++k; if (k >= pixels) break; }
+      const I i = i_lo + k;
+      solve_pair<Policy, kRing>(d, packed, xs, ring, slot, R, i, diag - i, g, ob, osc, osh, osw);
+    }
+    Policy::diagonal_barrier();
+  }
+}
+
+// Pass (3) of an image: the solved image from xs to the output, in its dtype, threads along
+// rows (with the ring, pass (2) wrote it already).
+template <typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void write_output(const SolveParams<scalar_t, acc_t>& p, I b, const Dims<I, J>& d,
+                                             const Walk& px, const acc_t* xs) {
+  scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
+  const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
+  for (I c = 0; c < d.C; ++c)
+    for (I i = px.first_major, j = px.first_minor; i < d.H; i += px.step_major, j += px.step_minor) {
+      if (j >= d.W) { j -= d.W; ++i; if (i >= d.H) break; }
+      ob[c * osc + i * osh + j * osw] = static_cast<scalar_t>(xs[(i * d.W + j) * d.C + c]);
+    }
+}
+
+// The solve of one launch. Template parameters: where the packed taps and the image live
+// (shared or global memory, kImage*: separate code, so the compiler emits LDS / LDG, never
+// generic loads), the index type (int32 whenever fits_32bit_index; int64 otherwise) and the
+// policy (KernelPolicy; a test build plants a defect through it).
+//
+// The block stages the packed taps in shared memory (kTapsShared), then per image: (1) z = M y
+// (right_hand_side), (2) the anti-diagonals (solve_diagonals, solve_pair), (3) the output
+// (write_output).
+template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t,
+          typename Policy = ActivePolicy>
+__global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
+    wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
+  using I = typename Policy::template Offset<index_t>;
+  using J = typename Policy::Counter;
+  constexpr bool kRing = kImage == kImageRing;
+  const Dims<I, J> d = solve_dims<I, J>(p);
+  acc_t* const shared = reinterpret_cast<acc_t*>(dynamic_shared_bytes());
+  if (kTapsShared)
+    for (I e = threadIdx.x; e < d.n_packed; e += blockDim.x) shared[e] = p.packed[e];
+  const acc_t* const packed = Policy::in_shared(kTapsShared, p) ? shared : p.packed;
+  const acc_t* const m_packed = packed + d.kh * d.kw * d.tap_len;
+  const Walk pairs = block_walk(d.G), pixels = block_walk(d.W);
+
+  for (I b = blockIdx.x; b < static_cast<I>(p.B); b += gridDim.x) {
+    // the image (kImageShared, kImageGlobal) or z (kImageRing) at xs; the ring after the taps
+    acc_t* const on_chip = shared + (kTapsShared ? d.n_packed : 0);
+    acc_t* const xs = Policy::in_shared(kImage == kImageShared, p) ? on_chip : p.scratch + b * (d.H * d.W * d.C);
+    // staged taps visible (first image); the previous image is written out
+    __syncthreads();
+    right_hand_side(p, b, d, pixels, m_packed, xs);
+    __syncthreads();  // every z written before a pixel reads it
+    solve_diagonals<Policy, kRing>(p, b, d, pairs, packed, xs, on_chip);
+    if (!kRing) write_output(p, b, d, pixels, xs);
+  }
+}
 
 template <typename scalar_t, typename acc_t>
 using SolveKernel = void (*)(const SolveParams<scalar_t, acc_t>);

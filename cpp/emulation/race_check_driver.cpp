@@ -10,8 +10,8 @@
 //   g++ -std=c++20 -pthread -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all ...
 //   ./a.out [cases=40] [seed=1]
 //
-// Planted counter-examples (test-only defines): INVCONV_PLANT_MISSING_DIAGONAL_BARRIER (the
-// per-diagonal __syncthreads() removed: TSan reports a data race), INVCONV_PLANT_SHORT_RING
+// Planted counter-examples (test-only): -DINVCONV_PLANTED_KERNEL=PlantedMissingDiagonalBarrier
+// (the per-diagonal __syncthreads() removed: TSan reports a data race), =PlantedShortRing
 // (the ring one anti-diagonal short: ASan reports the overrun of shared memory),
 // INVCONV_PLANT_MISALIGNED_TAPS (the packed taps one element off a 16-byte boundary: the
 // emulation's alignment check aborts, as the GPU traps).
