@@ -223,12 +223,12 @@ def _nflows_model(model) -> ModelAdapter:
     def to_data(z):
         return transform.inverse(z.reshape(len(z), *shape.get("z", z.shape[1:])), context=None)[0]
 
-    def latent(x):
+    def to_latent(x):
         z, ld = transform(x, context=None)
         shape["z"] = z.shape[1:]
         return z.reshape(len(x), -1), ld
 
-    return ModelAdapter(model, "nflows", latent, to_data, lambda x: model.log_prob(x),
+    return ModelAdapter(model, "nflows", to_latent, to_data, lambda x: model.log_prob(x),
                         lambda x, z: base.log_prob(z.reshape(len(z), *shape.get("z", z.shape[1:]))),
                         reference, lambda n: model.sample(n))
 
