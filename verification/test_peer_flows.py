@@ -278,3 +278,29 @@ def test_normflows_composite_sums_its_logdet_in_float32():
     assert {"log-det", "gradcheck"} <= failed <= {"log-det", "log-det pair", "gradcheck"}, str(report)
     for layer in layers:
         _expect(check_flow_layer(layer, _vec(), protocol="normflows"))
+
+
+def test_invconv_verify_checks_a_peer_layer_from_the_shell(tmp_path):
+    """The command on another library's layer, its protocol named: exit 0 and every property
+    passed (nflows' affine coupling), exit 1 with the failing properties (normflows' BatchNorm,
+    which has no inverse)."""
+    pytest.importorskip("nflows")
+    pytest.importorskip("normflows")
+    import subprocess
+
+    from test_console_scripts import script
+    (tmp_path / "peer_layers.py").write_text(
+        "import torch\n"
+        "import nflows.transforms as nt\n"
+        "import normflows as nf\n"
+        "from nflows.nn.nets import ResidualNet\n"
+        "def coupling():\n"
+        "    return nt.AffineCouplingTransform(torch.tensor([1, 0, 1, 0]), lambda i, o: ResidualNet(i, o, 8))\n"
+        "def batchnorm():\n"
+        "    return nf.flows.BatchNorm()\n")
+    run = lambda *a: subprocess.run([script("invconv-verify"), *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=tmp_path, timeout=300)
+    ok = run("--layer", "peer_layers:coupling", "--input-shape", "3,4", "--protocol", "nflows")
+    assert ok.returncode == 0 and "(protocol nflows, float64)" in ok.stdout, ok.stdout + ok.stderr
+    bad = run("--layer", "peer_layers:batchnorm", "--input-shape", "3,4")
+    assert bad.returncode == 1 and "FAIL batch independence" in bad.stdout, bad.stdout + bad.stderr
