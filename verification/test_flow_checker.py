@@ -149,6 +149,19 @@ def test_a_layer_without_inverse_is_said_so_and_its_forward_still_checked():
     assert check_flow_layer(ForwardOnly(), _example(), directions=("forward",)).passed
 
 
+def test_a_layer_that_raises_is_a_failure_in_one_line_not_a_traceback():
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shapes do not match\nsecond line")
+
+        def inverse(self, z):
+            return z, z.new_zeros(len(z))
+
+    report = check_flow_layer(Broken(), _example())
+    assert [r.line() for r in report.results] == [
+        "FAIL finite               forward            raised RuntimeError: shapes do not match"]
+
+
 def test_the_tolerance_comes_from_the_dtype_and_float32_skips_gradcheck():
     assert tolerance(torch.float64) == torch.finfo(torch.float64).eps ** (2 / 3)
     report = check_flow_layer(InvConv2d(3, 3, "TL"), _example(), dtype=torch.float32)

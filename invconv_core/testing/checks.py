@@ -308,23 +308,27 @@ def check_flow_layer(layer, example: torch.Tensor, *, directions: Sequence[str] 
     x = _tiny_batch(example, samples, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _prepare(module, seed, perturb, initialize, lambda: adapter.map(directions[0])(x))
-        report.results += _layer_results(adapter, directions, x, tol, gradcheck and dtype == torch.float64)
-        if gradcheck and dtype != torch.float64:
-            report.results.append(CheckResult("gradcheck", "both", None, detail="gradcheck needs float64"))
+        prepared = _guarded("finite", directions[0], lambda: _prepare(
+            module, seed, perturb, initialize, lambda: adapter.map(directions[0])(x)))
+        if prepared:  # the initialising call raised: nothing else can run
+            report.results += prepared
+        else:
+            report.results += _layer_results(adapter, directions, x, tol, gradcheck and dtype == torch.float64)
+            if gradcheck and dtype != torch.float64:
+                report.results.append(CheckResult("gradcheck", "both", None, detail="gradcheck needs float64"))
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _guarded(prop: str, direction: str, thunk: Callable[[], object]) -> list[CheckResult]:
-    """The results of ``thunk`` (a CheckResult or a list of them); an exception it raises is a
-    failure of the property, its message in one line."""
+    """The results of ``thunk`` (a CheckResult, a list of them, or None: nothing to report);
+    an exception it raises is a failure of the property, its message in one line."""
     try:
         out = thunk()
     except Exception as err:  # noqa: BLE001 - whatever the checked code raises is the finding
         first = (str(err).strip().splitlines() or [""])[0]
         return [CheckResult(prop, direction, False, detail=f"raised {type(err).__name__}: {first}")]
-    return out if isinstance(out, list) else [out]
+    return [] if out is None else out if isinstance(out, list) else [out]
 
 
 def _layer_results(adapter: LayerAdapter, directions, x, tol, gradcheck: bool) -> list[CheckResult]:
@@ -437,11 +441,13 @@ def check_flow_model(model, example: torch.Tensor, *, protocol: str = "auto",
     x = _tiny_batch(example, samples, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _prepare(model, seed, perturb, initialize, lambda: adapter.log_prob(x))
-        report.results += _model_results(adapter, x, tol)
+        prepared = _guarded("density", "model", lambda: _prepare(
+            model, seed, perturb, initialize, lambda: adapter.log_prob(x)))
+        report.results += prepared or _model_results(adapter, x, tol)
         if entropy_steps:
-            report.results.append(entropy_bound(original, example[0].shape, n_bins=n_bins, steps=entropy_steps,
-                                                dequantize=dequantize, protocol=adapter.protocol, seed=seed))
+            report.results += _guarded("entropy bound", "model", lambda: entropy_bound(
+                original, example[0].shape, n_bins=n_bins, steps=entropy_steps, dequantize=dequantize,
+                protocol=adapter.protocol, seed=seed))
     report.seconds = time.perf_counter() - start
     return report
 
