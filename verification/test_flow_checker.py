@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 from hypothesis import given
-from test_console_scripts import script
+from test_console_scripts import run
 
 import invconv_core as ic
 from invconv_core.flows import ActNorm, FlowConfig, InvConv2d, build_flow
@@ -280,8 +280,7 @@ def user_dir(tmp_path):
 
 
 def _verify(cwd, *args):
-    return subprocess.run([script("invconv-verify"), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return run("invconv-verify", *args, cwd=cwd)
 
 
 def test_invconv_verify_checks_a_users_layer_from_the_shell(user_dir):

@@ -266,9 +266,7 @@ def test_invconv_verify_checks_a_peer_layer_from_the_shell(tmp_path):
     which has no inverse)."""
     pytest.importorskip("nflows")
     pytest.importorskip("normflows")
-    import subprocess
-
-    from test_console_scripts import script
+    from test_console_scripts import run
     (tmp_path / "peer_layers.py").write_text(
         "import torch\n"
         "import nflows.transforms as nt\n"
@@ -278,9 +276,8 @@ def test_invconv_verify_checks_a_peer_layer_from_the_shell(tmp_path):
         "    return nt.AffineCouplingTransform(torch.tensor([1, 0, 1, 0]), lambda i, o: ResidualNet(i, o, 8))\n"
         "def batchnorm():\n"
         "    return nf.flows.BatchNorm()\n")
-    run = lambda *a: subprocess.run([script("invconv-verify"), *a], capture_output=True, text=True,  # noqa: E731
-                                    cwd=tmp_path, timeout=300)
-    ok = run("--layer", "peer_layers:coupling", "--input-shape", "3,4", "--protocol", "nflows")
+    ok = run("invconv-verify", "--layer", "peer_layers:coupling", "--input-shape", "3,4", "--protocol", "nflows",
+             cwd=tmp_path)
     assert ok.returncode == 0 and "(protocol nflows, float64)" in ok.stdout, ok.stdout + ok.stderr
-    bad = run("--layer", "peer_layers:batchnorm", "--input-shape", "3,4")
+    bad = run("invconv-verify", "--layer", "peer_layers:batchnorm", "--input-shape", "3,4", cwd=tmp_path)
     assert bad.returncode == 1 and "FAIL batch independence" in bad.stdout, bad.stdout + bad.stderr
