@@ -20,9 +20,15 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_gpu)]
 # The implementations of the inverse solve the dense-oracle tests check: the compiled CPU core,
 # the CUDA kernel on a GPU, and the CUDA kernel's source run on the CPU under the SIMT emulation
 # (cpp/emulation/; select with `pytest verification -k emulated`).
+# "emulated-cuda-bands" is the same kernel with every image split into bands of rows over
+# several blocks (kImageBand, what a GPU takes for small batches), at the thinnest bands
+# (kh - 1 rows: every band hands over to the next) and 64 threads solving pairs (rounds).
 # "fallback" is the pure-PyTorch wavefront that serves when the compiled core cannot be loaded
 # (and CUDA tensors in a CPU-only build), called directly.
-SOLVERS = ["cpu", pytest.param("cuda", marks=needs_gpu), "emulated-cuda", "fallback"]
+SOLVERS = ["cpu", pytest.param("cuda", marks=needs_gpu), "emulated-cuda", "emulated-cuda-bands",
+           "fallback"]
+# the launch of "emulated-cuda-bands": band_rows=1 is raised to the halo, kh - 1 rows
+BAND_LAUNCH = {"band_rows": 1, "threads": 96}
 
 
 def solver_device(solver: str) -> str:
@@ -32,7 +38,8 @@ def solver_device(solver: str) -> str:
 
 def emulated_inv_conv2d(y, weight, order="TL", transpose=False, **launch):
     """The CUDA kernel under the CPU SIMT emulation (invconv_core._simt); `launch`: threads,
-    max_blocks, shared_limit overrides of the launch limits."""
+    max_blocks, shared_limit overrides of the launch limits, wide_index, and sm_count /
+    band_rows (bands of rows over several blocks)."""
     import invconv_core._simt  # noqa: F401  (registers torch.ops.invconv_simt)
     return torch.ops.invconv_simt.inv_conv2d(y, weight, order, transpose, **launch)
 
@@ -42,6 +49,8 @@ def solve(solver: str, y, weight, order: str, transpose: bool = False):
     import invconv_core as ic
     if solver == "emulated-cuda":
         return emulated_inv_conv2d(y, weight, order, transpose)
+    if solver == "emulated-cuda-bands":
+        return emulated_inv_conv2d(y, weight, order, transpose, **BAND_LAUNCH)
     if solver == "fallback":
         from invconv_core.wavefront import wavefront_solve
         return wavefront_solve(y, weight, order, transpose)

@@ -35,6 +35,12 @@ LAUNCHES = {
     "wide-index-no-shared": {"wide_index": True, "shared_limit": 0},
     "ring": "ring",  # room for the taps and the ring of diagonals, not the image (_ring_limit)
     "wide-index-ring": "ring+wide",
+    # bands of rows over several blocks (kImageBand): of 2 rows (the halo of a 3-row kernel);
+    # of 3 rows with 32 threads solving pairs (several rounds a diagonal); of 2 rows with the
+    # taps left in global memory (C = 48: 129 KB of taps, 12,000 bytes of shared memory)
+    "bands": {"band_rows": 2},
+    "bands-rounds": {"band_rows": 3, "threads": 64},
+    "bands-taps-global": {"band_rows": 2, "shared_limit": 12000},
 }
 
 
@@ -192,18 +198,20 @@ DRIVER = os.path.join(REPO, "cpp", "emulation", "race_check_driver.cpp")
 
 SANITIZERS = {"thread": ["-fsanitize=thread"],
               "address": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]}
+BUILDS = {**SANITIZERS, "none": []}
 
 
-def _build_and_run_race_check(tmp_path, *defines, cases=200, sanitizer="thread"):
+def _build_and_run_race_check(tmp_path, *defines, cases=200, sanitizer="thread", mode=None,
+                              timeout=300):
     exe = tmp_path / f"check_{sanitizer}"
-    build = subprocess.run([GXX, "-std=c++20", "-pthread", "-O1", "-g", *SANITIZERS[sanitizer],
+    build = subprocess.run([GXX, "-std=c++20", "-pthread", "-O1", "-g", *BUILDS[sanitizer],
                             *defines, "-I", os.path.join(REPO, "cpp"), DRIVER, "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-4000:]
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66",
                ASAN_OPTIONS="detect_leaks=0 exitcode=67", UBSAN_OPTIONS="print_stacktrace=1")
-    return subprocess.run([str(exe), str(cases), "1"], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run([str(exe), str(cases), "1", *([mode] if mode else [])], capture_output=True,
+                          text=True, env=env, timeout=timeout)
 
 
 @needs_gxx
@@ -213,8 +221,8 @@ def test_emulated_kernel_is_race_free_under_thread_sanitizer(tmp_path):
     assert "ThreadSanitizer" not in run.stderr
     assert "ok: 200 cases agree" in run.stdout
     # every place the image can live was exercised
-    counts = [int(n) for n in re.findall(r"(?:memory|diagonals) (\d+)", run.stdout)]
-    assert len(counts) == 3 and min(counts) > 0, run.stdout
+    counts = [int(n) for n in re.findall(r"(?:memory|diagonals|bands) (\d+)", run.stdout)]
+    assert len(counts) == 4 and min(counts) > 0, run.stdout
 
 
 @needs_gxx
@@ -238,8 +246,8 @@ def test_emulated_kernel_is_clean_under_address_and_undefined_sanitizers(tmp_pat
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]
     assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
     assert "ok: 200 cases agree" in run.stdout
-    counts = [int(n) for n in re.findall(r"(?:memory|diagonals) (\d+)", run.stdout)]
-    assert len(counts) == 3 and min(counts) > 0, run.stdout
+    counts = [int(n) for n in re.findall(r"(?:memory|diagonals|bands) (\d+)", run.stdout)]
+    assert len(counts) == 4 and min(counts) > 0, run.stdout
 
 
 @needs_gxx
@@ -266,6 +274,54 @@ def test_a_misaligned_vector_load_aborts_as_the_gpu_traps(tmp_path):
     assert re.search(r"simt: misaligned address in wavefront_solve_kernel: load_lanes of the packed "
                      r"taps / M: a 16-byte vector access at 0x[0-9a-f]+, \d+ bytes past a 16-byte "
                      r"boundary", run.stderr), run.stderr[-2000:]
+
+
+# --- the banded kernel (kImageBand): blocks that hand rows to each other ------------------------
+
+@needs_gxx
+@pytest.mark.parametrize("sanitizer", sorted(SANITIZERS))
+def test_the_banded_kernel_is_clean_under_the_sanitizers(tmp_path, sanitizer):
+    """The driver's `bands` mode: every case (float64, float32, a 2-byte type; every order's
+    flips and the channel reversal; H = 4..12, bands of 1..6 rows raised to the halo, 64..256
+    threads, taps in shared or global memory) split into bands of rows over blocks that run
+    two at a time in shuffled order, each band waiting on the progress flag of the band above
+    and copying its halo rows through global memory: agrees with the sequential solve, with no
+    data race (ThreadSanitizer judges the release/acquire hand-off between blocks) and no
+    out-of-bounds or undefined access (ASan + UBSan, shared memory of exactly the launch's
+    size)."""
+    run = _build_and_run_race_check(tmp_path, sanitizer=sanitizer, cases=60, mode="bands")
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    assert "Sanitizer" not in run.stderr and "runtime error" not in run.stderr
+    bands = int(re.search(r"in bands (\d+)", run.stdout).group(1))
+    assert bands >= 40, run.stdout  # (the rest: 1x1 kernels, which have nothing to wait for)
+
+
+@needs_gxx
+@pytest.mark.parametrize("planted", ["PlantedMissingReductionBarrier", "PlantedRelaxedProgress"])
+def test_thread_sanitizer_catches_a_planted_fault_of_the_banded_kernel(tmp_path, planted):
+    """The checks above can fail: without the barrier between a pair's threads leaving their
+    partial sums and their addition, or with a band's progress published by a relaxed store
+    (nothing then orders its halo rows before the flag), ThreadSanitizer reports a data race in
+    solve_band -- or, when the threads' timing makes the race real before TSan sees it, a case
+    gives a wrong result (exit 1)."""
+    run = _build_and_run_race_check(tmp_path, f"-DINVCONV_PLANTED_KERNEL={planted}", cases=60,
+                                    mode="bands")
+    assert run.returncode in (1, 66), run.stdout + run.stderr[-2000:]
+    if run.returncode == 66:
+        assert "WARNING: ThreadSanitizer: data race" in run.stderr and "solve_band" in run.stderr
+    else:
+        assert "disagrees" in run.stdout and "bands=" in run.stdout
+
+
+@needs_gxx
+def test_bands_taken_by_block_index_deadlock_where_tickets_do_not(tmp_path):
+    """Why a block takes its band from a ticket: with band = blockIdx.x (PlantedBandByBlockIndex)
+    a block can wait on the band above while no running block holds it -- the emulation runs
+    two blocks at a time in shuffled order, as a GPU may hold any subset of a grid resident --
+    and the launch never finishes. The same cases with tickets finish (the test above)."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        _build_and_run_race_check(tmp_path, "-DINVCONV_PLANTED_KERNEL=PlantedBandByBlockIndex",
+                                  sanitizer="none", cases=40, mode="bands", timeout=30)
 
 
 INTERBLOCK = os.path.join(REPO, "cpp", "emulation", "interblock_check.cpp")

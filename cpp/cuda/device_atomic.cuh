@@ -2,14 +2,15 @@
 // cuda::atomic_ref at device scope under nvcc, std::atomic_ref under the SIMT emulation
 // (emulation/simt_emulation.h), with the same memory orders, so that ThreadSanitizer judges the
 // happens-before between emulated blocks that the GPU's memory model gives the real ones.
-// (No kernel of the project uses it yet: it is what a multi-block wavefront's per-band progress
-// flags would use; emulation/interblock_check.cpp tests the pattern and its planted faults.)
+// The banded solve (wavefront_kernel.cuh, kImageBand) publishes and polls its per-band progress
+// flags with it; emulation/interblock_check.cpp tests the bare pattern and its planted faults.
 #pragma once
 
 #if defined(__CUDACC__)
 #include <cuda/atomic>
 #elif defined(INVCONV_SIMT_EMULATION)
 #include <atomic>
+#include <thread>
 #else
 #error "device_atomic.cuh: compile with nvcc, or include emulation/simt_emulation.h first"
 #endif
@@ -34,6 +35,18 @@ constexpr std::memory_order acquire = std::memory_order_acquire;
 constexpr std::memory_order release = std::memory_order_release;
 }  // namespace order
 #endif
+
+// Between two polls of a flag another block will set: a short sleep on the GPU (sm_70+), a
+// yield under the emulation (its blocks are std::threads).
+__device__ __forceinline__ void spin_pause() {
+#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  __nanosleep(32);
+#endif
+#else
+  std::this_thread::yield();
+#endif
+}
 
 }  // namespace cuda_kernels
 }  // namespace invconv_core

@@ -38,6 +38,10 @@ at::Tensor inv_conv2d_cuda(const at::Tensor& y, const at::Tensor& weight, c10::s
                                         y.device().index()));
   const std::size_t shared_limit =
       std::max<std::size_t>(cuda_kernels::kDefaultSharedLimit, static_cast<std::size_t>(optin));
+  // Its multiprocessors: a batch that leaves half of them idle is solved in bands of rows, one
+  // block each (wavefront_kernel.cuh, kImageBand).
+  int sm_count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, y.device().index()));
   auto launch = [stream](auto kernel, dim3 grid, dim3 block, std::size_t shared, auto... args) {
     if (shared > cuda_kernels::kDefaultSharedLimit)  // the opt-in, per kernel
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -47,7 +51,8 @@ at::Tensor inv_conv2d_cuda(const at::Tensor& y, const at::Tensor& weight, c10::s
   };
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_cuda", [&] {
     run_solve<scalar_t>(y, weight, o, transpose, out, shared_limit, cuda_kernels::kMaxThreads,
-                        cuda_kernels::kMaxBlocks, /*force_wide_index=*/false, launch);
+                        cuda_kernels::kMaxBlocks, /*force_wide_index=*/false, sm_count,
+                        /*band_rows=*/0, launch);
   });
   return out;
 }

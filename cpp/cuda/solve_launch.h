@@ -65,17 +65,21 @@ struct PreparedSolve {
   cuda_kernels::SolveParams<scalar_t, acc_t> params;
   cuda_kernels::LaunchConfig config;
   at::Tensor scratch;
+  at::Tensor progress;  // kImageBand: the bands' progress flags and the ticket counter, zeroed
 };
 
 // y: the right-hand side (any strides); out: a contiguous tensor of y's shape, dtype and
 // device (not empty); packed: the plan's packed taps. `shared_limit` (the device's dynamic
 // shared memory with its opt-in), `max_threads`, `max_blocks`: the launch limits;
-// `force_wide_index`: the 64-bit path even where 32 bits suffice (tests).
+// `force_wide_index`: the 64-bit path even where 32 bits suffice (tests); `sm_count`: the
+// device's multiprocessors (a batch that leaves half of them idle is split into bands; 0:
+// never); `band_rows` > 0: bands of that many rows whatever the batch (tests).
 template <typename scalar_t, typename acc_t>
 PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePlan& plan,
                                              const at::Tensor& packed, at::Tensor& out,
                                              std::size_t shared_limit, int max_threads,
-                                             int64_t max_blocks, bool force_wide_index) {
+                                             int64_t max_blocks, bool force_wide_index,
+                                             int sm_count, int64_t band_rows) {
   PreparedSolve<scalar_t, acc_t> s;
   const int64_t B = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
   auto& p = s.params;
@@ -91,13 +95,24 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
                                       cuda_kernels::view_extent(p.os, B, C, H, W), B, C, H, W,
                                       plan.kh, plan.kw);
   s.config = cuda_kernels::launch_config(B, C, H, W, plan.kh, plan.kw, sizeof(acc_t),
-                                         shared_limit, max_threads, max_blocks, wide);
+                                         shared_limit, max_threads, max_blocks, wide, sm_count,
+                                         band_rows);
   p.scratch = nullptr;
-  if (s.config.image != cuda_kernels::kImageShared) {
-    // the solved values (or z, with the ring) in acc_t, canonical channels-last
-    s.scratch = at::empty({B, H, W, C}, y.options().dtype(packed.scalar_type()));
+  p.progress = nullptr;
+  // the solved values (or z, with the ring; the bands' last rows) in acc_t, canonical channels-last
+  const int64_t scratch = cuda_kernels::scratch_values(s.config, B, C, H, W, plan.kh);
+  if (scratch > 0) {
+    s.scratch = at::empty({scratch}, y.options().dtype(packed.scalar_type()));
     p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
   }
+  if (const int64_t flags = cuda_kernels::progress_values(s.config, B)) {
+    s.progress = at::zeros({flags}, y.options().dtype(at::kInt));
+    p.progress = s.progress.template mutable_data_ptr<int>();
+  }
+  p.bands = s.config.bands;
+  p.band_rows = s.config.band_rows;
+  p.split = s.config.split;
+  p.compute_threads = s.config.compute_threads;
   return s;
 }
 
@@ -108,7 +123,7 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
 template <typename scalar_t, typename Launch>
 void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool transpose,
                at::Tensor& out, std::size_t shared_limit, int max_threads, int64_t max_blocks,
-               bool force_wide_index, Launch&& launch) {
+               bool force_wide_index, int sm_count, int64_t band_rows, Launch&& launch) {
   using acc_t = kernel_acc_t<scalar_t>;
   DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
                               std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
@@ -121,7 +136,8 @@ void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool 
          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
          d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries);
   PreparedSolve<scalar_t, acc_t> s = prepare_solve<scalar_t, acc_t>(
-      y, d.plan, d.packed, out, shared_limit, max_threads, max_blocks, force_wide_index);
+      y, d.plan, d.packed, out, shared_limit, max_threads, max_blocks, force_wide_index, sm_count,
+      band_rows);
   launch(cuda_kernels::solve_kernel<scalar_t, acc_t>(s.config),
          dim3(static_cast<unsigned>(s.config.blocks)), dim3(static_cast<unsigned>(s.config.threads)),
          s.config.shared_bytes, s.params);

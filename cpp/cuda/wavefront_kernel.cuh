@@ -30,6 +30,7 @@
 #endif
 
 #include "../plan_math.h"  // View4, imin/imax, INVCONV_HOST_DEVICE
+#include "device_atomic.cuh"  // DeviceAtomicRef: the bands' progress flags
 
 namespace invconv_core {
 namespace cuda_kernels {
@@ -56,10 +57,24 @@ constexpr std::int64_t kMaxBlocks = 65535;
 //    slot H rows of C values: all a diagonal's taps read), z = M y and nothing else in the
 //    global scratch, each solved value written to the output at once -- for images too large
 //    for shared memory (B = 1, 4 x 256^2: a 20 KB ring instead of a 1 MB image);
-//  * kImageGlobal: the whole image in the global scratch (neither fits).
+//  * kImageGlobal: the whole image in the global scratch (neither fits);
+//  * kImageBand: the image split into bands of rows, one block each (batches too small to fill
+//    the device): a band's rows and the kh - 1 rows above it (its halo) in shared memory, the
+//    halo copied from the band above through the global scratch as that band publishes its
+//    progress; each (pixel, channel group) pair of a diagonal solved by `split` threads, one
+//    share of the taps each, their partial sums added in shared memory (solve_band).
 constexpr int kImageGlobal = 0;
 constexpr int kImageShared = 1;
 constexpr int kImageRing = 2;
+constexpr int kImageBand = 3;
+
+// kImageBand: threads that share one pair's taps, at most (k = 3: one tap each); the warp that
+// publishes the band's progress and copies its halo (it solves nothing, so its waits and its
+// release fences stay off the pairs' path); the threads a band's block aims at (its rows are
+// chosen for it: about 2 warps a scheduler, the dependent chain rather than issue the limit).
+constexpr int kMaxSplit = 8;
+constexpr int kCommThreads = 32;
+constexpr int kBandThreads = 256;
 
 template <typename scalar_t, typename acc_t>
 struct SolveParams {
@@ -68,8 +83,15 @@ struct SolveParams {
   scalar_t* out;         // result, canonical view `os` (channel axis reversed for the adjoint)
   View4 os;
   const acc_t* packed;   // the taps and M in plan_math.h's packed layout (packed_size entries)
-  acc_t* scratch;        // [B][H][W][C]: the solved images (kImageGlobal) or z (kImageRing)
+  acc_t* scratch;        // [B][H][W][C]: the solved images (kImageGlobal) or z (kImageRing);
+                         // kImageBand: [B][bands][kh - 1][W][C], each band's last kh - 1 rows
   std::int64_t B, C, H, W, kh, kw;
+  // kImageBand only: `bands` bands of `band_rows` rows per image (the last may be shorter);
+  // progress[b * bands + r]: the anti-diagonals band r of image b has finished (all before
+  // it), then one ticket counter; zeroed before the launch.
+  int* progress;
+  std::int64_t bands, band_rows;
+  int split, compute_threads;  // threads per pair; threads that solve pairs (the rest: the comm warp)
 };
 
 struct LaunchConfig {
@@ -79,6 +101,10 @@ struct LaunchConfig {
   bool taps_in_shared;   // the packed taps and M staged in shared memory
   int image;             // where the solved image lives: kImageGlobal, kImageShared, kImageRing
   bool wide_index;       // 64-bit offsets (some offset of the launch does not fit 32 bits)
+  // kImageBand: bands per image (blocks = B * bands), rows per band, threads per pair, threads
+  // that solve pairs (threads - kCommThreads); otherwise 1, H, 1, threads
+  std::int64_t bands, band_rows;
+  int split, compute_threads;
 };
 
 // The largest element offset of a view of a (B, C, H, W) tensor, |strides| summed.
@@ -174,6 +200,24 @@ struct KernelPolicy {
 
   // Between two anti-diagonals: diagonal d is solved before d + 1 reads it.
   __device__ __forceinline__ static void diagonal_barrier() { __syncthreads(); }
+
+  // kImageBand: between a pair's threads leaving their partial sums and the one adding them.
+  __device__ __forceinline__ static void reduction_barrier() { __syncthreads(); }
+
+  // kImageBand: the block's next band, from the launch's ticket counter (the order blocks come
+  // to it: a band's predecessor is always taken by a block already running).
+  __device__ __forceinline__ static int take_band(int* counter, unsigned /*taken_before*/) {
+    return atomicAdd(counter, 1);
+  }
+
+  // kImageBand: a band's progress between blocks: published with release (everything the band
+  // wrote before is visible to whoever reads the value), read with acquire.
+  __device__ __forceinline__ static void publish_progress(int* flag, int value) {
+    DeviceAtomicRef<int>(*flag).store(value, order::release);
+  }
+  __device__ __forceinline__ static int read_progress(int* flag) {
+    return DeviceAtomicRef<int>(*flag).load(order::acquire);
+  }
 };
 
 #if defined(INVCONV_PLANTED_KERNEL)
@@ -192,7 +236,21 @@ inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H
                                   std::int64_t kh, std::int64_t kw, std::size_t acc_size,
                                   std::size_t shared_limit = kDefaultSharedLimit,
                                   int max_threads = kMaxThreads,
-                                  std::int64_t max_blocks = kMaxBlocks, bool wide_index = false) {
+                                  std::int64_t max_blocks = kMaxBlocks, bool wide_index = false,
+                                  int sm_count = 0, std::int64_t band_rows = 0);
+
+// The launch of one solve. The image split into bands (kImageBand: band_config) when the batch
+// leaves at least half of the device's `sm_count` multiprocessors idle, or when `band_rows` asks
+// for bands of that many rows (tests); otherwise one block per image (at most max_blocks, each
+// then solving several images in turn), as many threads as the widest anti-diagonal has (pixel,
+// channel group) pairs (a multiple of 32, at most max_threads), shared memory for the packed
+// taps and then the image -- or else the ring of its last anti-diagonals -- as far as
+// `shared_limit` bytes allow (the whole image never on the 64-bit path: an image that needs
+// 64-bit offsets is far beyond any shared memory). Used by the CUDA glue and the emulation alike.
+inline LaunchConfig one_block_per_image(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
+                                        std::int64_t kh, std::int64_t kw, std::size_t acc_size,
+                                        std::size_t shared_limit, int max_threads,
+                                        std::int64_t max_blocks, bool wide_index) {
   LaunchConfig cfg{};
   cfg.blocks = imax(1, imin(B, max_blocks));
   const std::int64_t widest = imin(H, W) * channel_groups(C);  // pairs of the widest diagonal
@@ -217,7 +275,87 @@ inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H
     cfg.image = kImageGlobal;
   }
   cfg.shared_bytes = used;
+  cfg.bands = 1, cfg.band_rows = H, cfg.split = 1, cfg.compute_threads = cfg.threads;
   return cfg;
+}
+
+// kImageBand's shared memory: the packed taps (when staged), the partial sums of the pairs'
+// threads, the band's rows and its halo, one int (the block's ticket).
+inline std::size_t band_shared_bytes(std::int64_t C, std::int64_t W, std::int64_t kh, std::int64_t kw,
+                                     std::int64_t band_rows, int compute_threads, std::size_t acc_size,
+                                     bool taps_in_shared) {
+  const std::int64_t values = (taps_in_shared ? packed_size(C, kh, kw) : 0) +
+                              compute_threads * kChannelsPerThread + (kh - 1 + band_rows) * W * C;
+  return static_cast<std::size_t>(values) * acc_size + sizeof(int);
+}
+
+// The band launch, or `fallback` where bands do not serve: no taps besides the current pixel
+// (nothing to wait for), 64-bit offsets, fewer than two bands' worth of rows (unless asked
+// for), a band (at least kh - 1 rows: its halo lies in the band above alone) that does not fit
+// shared memory, too few threads for one pair and the comm warp. Rows per
+// band: enough bands to give every idle multiprocessor one, but at least the rows that give the
+// block about kBandThreads threads, and no more than the threads allow.
+inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
+                                std::int64_t kh, std::int64_t kw, std::size_t acc_size,
+                                std::size_t shared_limit, int max_threads, std::int64_t max_blocks,
+                                int sm_count, std::int64_t band_rows, const LaunchConfig& fallback) {
+  const std::int64_t taps = kh * kw - 1, halo = kh - 1, G = channel_groups(C);
+  if (fallback.wide_index || taps < 1 || max_threads < kCommThreads + 32) return fallback;
+  const std::int64_t S = imin(kMaxSplit, taps);
+  const std::int64_t max_pairs = (max_threads - kCommThreads) / S;  // per round of a diagonal
+  std::int64_t h = band_rows;
+  if (h <= 0) {
+    if (sm_count <= 0 || 2 * B > sm_count) return fallback;
+    const std::int64_t fill = (H + sm_count / B - 1) / (sm_count / B);
+    h = imax(fill, imax(1, kBandThreads / (S * G)));
+    if (imin(h, W) * G > max_pairs) h = imax(1, max_pairs / G);
+  }
+  h = imax(h, imax(halo, 1));
+  auto compute_for = [&](std::int64_t rows) {
+    const std::int64_t pairs = imin(imin(rows, W) * G, max_pairs);
+    return static_cast<int>(imin(((pairs * S + 31) / 32) * 32, max_threads - kCommThreads));
+  };
+  bool taps_shared = true;
+  auto fits = [&](std::int64_t rows) {
+    return band_shared_bytes(C, W, kh, kw, rows, compute_for(rows), acc_size, taps_shared) <= shared_limit;
+  };
+  if (!fits(imax(halo, 1))) taps_shared = false;
+  while (h > imax(halo, 1) && !fits(h)) h = imax(imax(halo, 1), h / 2);
+  if (!fits(h)) return fallback;
+  const std::int64_t bands = (H + h - 1) / h;
+  if (bands < 2 && band_rows <= 0) return fallback;
+  LaunchConfig cfg = fallback;
+  cfg.image = kImageBand;
+  cfg.bands = bands, cfg.band_rows = h, cfg.split = static_cast<int>(S);
+  cfg.compute_threads = compute_for(h);
+  cfg.threads = cfg.compute_threads + kCommThreads;
+  cfg.blocks = imax(1, imin(B * bands, max_blocks));  // a block takes band after band (tickets)
+  cfg.taps_in_shared = taps_shared;
+  cfg.shared_bytes = band_shared_bytes(C, W, kh, kw, h, cfg.compute_threads, acc_size, taps_shared);
+  return cfg;
+}
+
+inline LaunchConfig launch_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
+                                  std::int64_t kh, std::int64_t kw, std::size_t acc_size,
+                                  std::size_t shared_limit, int max_threads, std::int64_t max_blocks,
+                                  bool wide_index, int sm_count, std::int64_t band_rows) {
+  const LaunchConfig one = one_block_per_image(B, C, H, W, kh, kw, acc_size, shared_limit,
+                                               max_threads, max_blocks, wide_index);
+  return band_config(B, C, H, W, kh, kw, acc_size, shared_limit, max_threads, max_blocks, sm_count,
+                     band_rows, one);
+}
+
+// The global buffers a launch needs besides y, out and the packed taps, in values: the scratch
+// (acc_t) and the progress flags with the ticket counter (int, zeroed).
+inline std::int64_t scratch_values(const LaunchConfig& cfg, std::int64_t B, std::int64_t C,
+                                   std::int64_t H, std::int64_t W, std::int64_t kh) {
+  if (cfg.image == kImageShared) return 0;
+  if (cfg.image == kImageBand) return B * cfg.bands * (kh - 1) * W * C;
+  return B * H * W * C;
+}
+
+inline std::int64_t progress_values(const LaunchConfig& cfg, std::int64_t B) {
+  return cfg.image == kImageBand ? B * cfg.bands + 1 : 0;
 }
 
 
@@ -254,21 +392,24 @@ __device__ __forceinline__ Dims<I, J> solve_dims(const SolveParams<scalar_t, acc
   return d;
 }
 
-// Pass (1) of an image: z = M y at every pixel, into xs -- independent pixels, all threads, so
-// the right-hand side's global loads never wait on the wavefront; group by group, the strides
-// read where used (fewer live registers). Channel c reads only the right-hand side channels
-// c2 <= c of its own pixel (M is lower-triangular: a NaN of a later channel stays out of it).
+// Pass (1) of an image: z = M y at every pixel of rows [row0, row_end), into xs (the storage of
+// row row0) -- independent pixels, all threads, so the right-hand side's global loads never
+// wait on the wavefront; group by group, the strides read where used (fewer live registers).
+// Channel c reads only the right-hand side channels c2 <= c of its own pixel (M is
+// lower-triangular: a NaN of a later channel stays out of it).
 template <typename I, typename J, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void right_hand_side(const SolveParams<scalar_t, acc_t>& p, I b, const Dims<I, J>& d,
-                                                const Walk& px, const acc_t* m_packed, acc_t* xs) {
+                                                const Walk& px, const acc_t* m_packed, acc_t* xs,
+                                                I row0, I row_end) {
   constexpr int K = kChannelsPerThread;
-  const scalar_t* const yb = p.y + b * static_cast<I>(p.ys.sb);
+  const scalar_t* const yb = p.y + b * static_cast<I>(p.ys.sb) + row0 * static_cast<I>(p.ys.sh);
   const I ysc = static_cast<I>(p.ys.sc), ysh = static_cast<I>(p.ys.sh), ysw = static_cast<I>(p.ys.sw);
+  const I rows = row_end - row0;
   for (I g = 0; g < d.G; ++g) {
     const I c0 = g * K, c_end = d.C < c0 + K ? d.C : c0 + K;
     const acc_t* const mg = m_packed + g * (d.C * K);
-    for (I i = px.first_major, j = px.first_minor; i < d.H; i += px.step_major, j += px.step_minor) {
-      if (j >= d.W) { j -= d.W; ++i; if (i >= d.H) break; }
+    for (I i = px.first_major, j = px.first_minor; i < rows; i += px.step_major, j += px.step_minor) {
+      if (j >= d.W) { j -= d.W; ++i; if (i >= rows) break; }
       const scalar_t* const yp = yb + i * ysh + j * ysw;
       acc_t z[K];
 #pragma unroll
@@ -369,6 +510,139 @@ __device__ __forceinline__ void write_output(const SolveParams<scalar_t, acc_t>&
     }
 }
 
+// kImageBand: the block's bands. The block takes a ticket (tickets go out in the order blocks
+// take them, whatever the scheduler's order) and solves band r = ticket % bands of image
+// ticket / bands, then takes the next ticket, until all are taken: a band waits only on the
+// band above, whose ticket is smaller, so a running block holds it -- no launch needs all its
+// blocks resident at once (or a grid of one block per band), and none can deadlock.
+//
+// Shared memory after the taps: red (the pairs' partial sums, K per thread), then the band's
+// image: the kh - 1 halo rows above the band, then its own rows [i0, i1), then the ticket.
+// Pass (1) puts z = M y in the band's rows. Pass (2) walks the global anti-diagonals D the band
+// has pixels on; per diagonal:
+//  * the comm warp (the last kCommThreads threads): lane 0 publishes that the band finished
+//    every diagonal before D (a release store of progress[b][r]); each lane polls the band
+//    above until it finished D (acquire loads, the value kept: one poll answers for every
+//    diagonal it covers) and copies that band's values on diagonal D from the global scratch
+//    into the halo rows -- read only from diagonal D + 1 on;
+//  * the other threads, `split` to a pair: thread s of a pair sums its taps s, s + split, ...
+//    (x = z - sum over the taps of W' x, the taps' order fixed); s > 0 leave their K partial
+//    sums in red; a barrier; s = 0 adds them in s order, writes x into the band, to the output
+//    and, in the band's last kh - 1 rows, to the global scratch for the band below; a barrier
+//    (the diagonal's: what it wrote is read from D + 1 on).
+// More pairs than the threads hold: rounds, each with its two barriers (uniform over the block).
+// The sum's order differs from the one-block kernel's (taps in order): within rounding of it,
+// not bit-identical.
+template <typename Policy, typename I, typename J, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p, const Dims<I, J>& d,
+                                           const acc_t* packed, const acc_t* m_packed, acc_t* after_taps) {
+  constexpr int K = kChannelsPerThread;
+  const I S = static_cast<I>(p.split), h = static_cast<I>(p.band_rows), bands = static_cast<I>(p.bands);
+  const I hh = d.kh - 1, row_len = d.W * d.C;
+  const unsigned compute = static_cast<unsigned>(p.compute_threads), tid = threadIdx.x;
+  acc_t* const red = after_taps;
+  acc_t* const band = red + compute * K;                       // row i0 - hh
+  int* const ticket_slot = reinterpret_cast<int*>(band + (hh + h) * row_len);
+  for (unsigned taken = 0;; ++taken) {  // a band per ticket, until every band is taken
+    if (tid == 0) *ticket_slot = Policy::take_band(p.progress + p.B * p.bands, taken);
+    __syncthreads();  // the ticket, and the staged taps, visible
+    const I ticket = static_cast<I>(*ticket_slot), b = ticket / bands, r = ticket - b * bands;
+    if (b >= static_cast<I>(p.B)) return;
+    __syncthreads();  // every thread has read the ticket before the next one is written
+    const I i0 = r * h, i1 = i0 + h < d.H ? i0 + h : d.H;
+    acc_t* const own = band + hh * row_len;                      // row i0
+    int* const mine = p.progress + (b * bands + r);
+    int* const above = mine - 1;                                 // only read when r > 0
+    const bool has_above = r > 0 && hh > 0, has_below = r + 1 < bands && hh > 0;
+    const acc_t* const halo_in = has_above ? p.scratch + (b * bands + r - 1) * hh * row_len : nullptr;
+    acc_t* const halo_out = has_below ? p.scratch + (b * bands + r) * hh * row_len : nullptr;
+    scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
+    const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
+
+    // the comm warp: copy the above band's values on diagonal `diag` into the halo rows, once the
+    // band above has finished it (ready: the last progress read)
+    const bool comm = tid >= compute;
+    const unsigned lane = tid - compute;
+    int ready = 0;
+    auto copy_halo = [&](I diag) {
+      while (ready <= diag) {
+        ready = Policy::read_progress(above);
+        if (ready <= diag) spin_pause();
+      }
+      for (I e = lane; e < hh * d.C; e += kCommThreads) {
+        const I rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
+        if (jj >= 0 && jj < d.W) band[(rr * d.W + jj) * d.C + c] = halo_in[(rr * d.W + jj) * d.C + c];
+      }
+    };
+    if (comm && has_above)  // the halo on the diagonals before the band's first, i0
+      for (I diag = i0 - hh > 0 ? i0 - hh : 0; diag < i0; ++diag) copy_halo(diag);
+    right_hand_side(p, b, d, block_walk(d.W), m_packed, own, i0, i1);
+    __syncthreads();  // z and the first halo written
+
+    // this thread's pair slot, its share of the taps: (a, bb) = divmod(s, kw), stepping S taps
+    const J s = static_cast<J>(tid % p.split), q0 = static_cast<J>(tid / p.split);
+    const I pair_slots = static_cast<I>(compute / p.split);
+    const bool solves = static_cast<I>(tid) < pair_slots * S;
+    const J taps = d.khi * d.kwi - 1, step_a = static_cast<J>(S) / d.kwi, step_b = static_cast<J>(S) % d.kwi;
+    const Walk slots{static_cast<unsigned>(q0 / d.G), static_cast<unsigned>(q0 % d.G),
+                     static_cast<unsigned>(pair_slots / d.G), static_cast<unsigned>(pair_slots % d.G)};
+    const I last = i1 - 1 + d.W - 1;
+    for (I diag = i0; diag <= last; ++diag) {
+      if (comm) {
+        if (lane == 0 && diag > i0) Policy::publish_progress(mine, static_cast<int>(diag));
+        if (has_above && diag <= i0 + d.W - 2) copy_halo(diag);  // the halo's last: (i0 - 1, W - 1)
+      }
+      const I i_lo = diag - (d.W - 1) > i0 ? diag - (d.W - 1) : i0;
+      const I pixels = (i1 - 1 < diag ? i1 - 1 : diag) - i_lo + 1;
+      I k = slots.first_major, g = slots.first_minor;
+      for (I base = 0; base < pixels * d.G; base += pair_slots) {
+        const bool active = solves && k < pixels;
+        const I i = i_lo + k, j = diag - i, c0 = g * K;
+        acc_t acc[K];
+#pragma unroll
+        for (int l = 0; l < K; ++l) acc[l] = acc_t(0);
+        if (active) {
+          J a = static_cast<J>(s / d.kwi), bb = static_cast<J>(s % d.kwi);
+          for (J t = s; t < taps; t += static_cast<J>(S), a += step_a, bb += step_b) {
+            if (bb >= d.kwi) { bb -= d.kwi; ++a; }
+            const I ii = i - (d.khi - 1 - a), jj = j - (d.kwi - 1 - bb);
+            if (ii < 0 || jj < 0) continue;  // the zero padding
+            Policy::tap_dot(acc, packed + ((a * d.kw + bb) * d.G + g) * (d.C * K),
+                            band + ((ii - i0 + hh) * d.W + jj) * d.C, d.Ci);
+          }
+          if (s != 0) {
+            acc_t* const mine_red = red + tid * K;
+#pragma unroll
+            for (int l = 0; l < K; ++l) mine_red[l] = acc[l];
+          }
+        }
+        Policy::reduction_barrier();
+        if (active && s == 0) {
+          for (I t = 1; t < S; ++t) {
+            const Lanes<acc_t> part = load_lanes(red + (tid + t) * K);
+#pragma unroll
+            for (int l = 0; l < K; ++l) acc[l] += part.v[l];
+          }
+          acc_t* const xp = own + ((i - i0) * d.W + j) * d.C + c0;
+          acc_t* const hp = (has_below && i >= i1 - hh) ? halo_out + ((i - (i1 - hh)) * d.W + j) * d.C + c0 : nullptr;
+#pragma unroll
+          for (int l = 0; l < K; ++l)
+            if (c0 + l < d.C) {
+              const acc_t x = xp[l] - acc[l];
+              xp[l] = x;
+              if (hp) hp[l] = x;
+              ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
+            }
+        }
+        Policy::diagonal_barrier();
+        k += slots.step_major, g += slots.step_minor;
+        if (g >= d.G) { g -= d.G; ++k; }
+      }
+    }
+    if (comm && lane == 0) Policy::publish_progress(mine, static_cast<int>(last + 1));
+  }
+}
+
 // The solve of one launch. Template parameters: where the packed taps and the image live
 // (shared or global memory, kImage*: separate code, so the compiler emits LDS / LDG, never
 // generic loads), the index type (int32 whenever fits_32bit_index; int64 otherwise) and the
@@ -390,6 +664,10 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
     for (I e = threadIdx.x; e < d.n_packed; e += blockDim.x) shared[e] = p.packed[e];
   const acc_t* const packed = Policy::in_shared(kTapsShared, p) ? shared : p.packed;
   const acc_t* const m_packed = packed + d.kh * d.kw * d.tap_len;
+  if constexpr (kImage == kImageBand) {
+    solve_band<Policy>(p, d, packed, m_packed, shared + (kTapsShared ? d.n_packed : 0));
+    return;
+  }
   const Walk pairs = block_walk(d.G), pixels = block_walk(d.W);
 
   for (I b = blockIdx.x; b < static_cast<I>(p.B); b += gridDim.x) {
@@ -398,7 +676,7 @@ __global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxT
     acc_t* const xs = Policy::in_shared(kImage == kImageShared, p) ? on_chip : p.scratch + b * (d.H * d.W * d.C);
     // staged taps visible (first image); the previous image is written out
     __syncthreads();
-    right_hand_side(p, b, d, pixels, m_packed, xs);
+    right_hand_side(p, b, d, pixels, m_packed, xs, I(0), d.H);
     __syncthreads();  // every z written before a pixel reads it
     solve_diagonals<Policy, kRing>(p, b, d, pairs, packed, xs, on_chip);
     if (!kRing) write_output(p, b, d, pixels, xs);
@@ -411,14 +689,15 @@ using SolveKernel = void (*)(const SolveParams<scalar_t, acc_t>);
 
 // The instantiation a launch configuration runs (the CUDA glue, the emulation and the race
 // check pick it here): int32 indices with taps shared or global and the image shared, in a
-// ring or global; int64 with the image in a ring or global.
+// ring, global or in bands; int64 with the image in a ring or global.
 template <typename scalar_t, typename acc_t, bool kTapsShared, typename index_t>
 inline SolveKernel<scalar_t, acc_t> solve_kernel_for_image(int image) {
   if (image == kImageRing) return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageRing, index_t>;
   if (image == kImageGlobal) return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageGlobal, index_t>;
   if constexpr (sizeof(index_t) == 4)
-    return &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageShared, index_t>;
-  else  // launch_config never puts a whole image in shared memory with 64-bit offsets
+    return image == kImageBand ? &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageBand, index_t>
+                               : &wavefront_solve_kernel<scalar_t, acc_t, kTapsShared, kImageShared, index_t>;
+  else  // launch_config never puts an image (or a band) in shared memory with 64-bit offsets
     return nullptr;
 }
 

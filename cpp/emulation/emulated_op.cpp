@@ -4,7 +4,7 @@
 //
 //   torch.ops.invconv_simt.inv_conv2d(y, weight, order="TL", transpose=False,
 //                                     threads=0, max_blocks=0, shared_limit=-1,
-//                                     wide_index=False)
+//                                     wide_index=False, sm_count=0, band_rows=0)
 //
 // on CPU tensors. Operand checks and the launches (cuda/solve_launch.h: run_solve) are those of
 // the CUDA glue; only how a kernel is launched differs. threads / max_blocks / shared_limit
@@ -12,7 +12,10 @@
 // shared memory with its opt-in is larger: the glue asks it), so tests reach the code paths a
 // GPU takes for larger problems: several images per block, more (pixel, channel group) pairs
 // than threads, taps or image outside shared memory, more than 48 KiB opted in to;
-// wide_index=True takes the 64-bit-index kernel where 32 bits would do.
+// wide_index=True takes the 64-bit-index kernel where 32 bits would do; sm_count > 0 is the
+// device's multiprocessor count the glue reads (a batch that leaves half of them idle is
+// solved in bands of rows, kImageBand; 0, the default: never), band_rows > 0 asks for bands of
+// that many rows whatever the batch.
 // Slow (a std::thread per CUDA thread): meant for small verification cases.
 
 #include "simt_emulation.h"  // first: the kernel header builds on it
@@ -34,7 +37,8 @@ namespace {
 
 at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
                                c10::string_view order, bool transpose, int64_t threads,
-                               int64_t max_blocks, int64_t shared_limit, bool wide_index) {
+                               int64_t max_blocks, int64_t shared_limit, bool wide_index,
+                               int64_t sm_count, int64_t band_rows) {
   check_operands(y, weight, "y");
   TORCH_CHECK_VALUE(y.device().is_cpu(), "invconv_simt: the emulation runs on CPU tensors, got y on ",
                     y.device());
@@ -42,6 +46,9 @@ at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
                     "invconv_simt: threads must be in [0, ", cuda_kernels::kMaxThreads, "], got ",
                     threads);
   TORCH_CHECK_VALUE(max_blocks >= 0, "invconv_simt: max_blocks must be >= 0, got ", max_blocks);
+  TORCH_CHECK_VALUE(sm_count >= 0 && sm_count <= 100000, "invconv_simt: sm_count must be in [0, 100000], got ",
+                    sm_count);
+  TORCH_CHECK_VALUE(band_rows >= 0, "invconv_simt: band_rows must be >= 0, got ", band_rows);
   const Order o = parse_order(std::string(order));
   at::Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
@@ -55,7 +62,8 @@ at::Tensor inv_conv2d_emulated(const at::Tensor& y, const at::Tensor& weight,
     invconv_simt::launch(kernel, grid, block, shared, args...);
   };
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "inv_conv2d_emulated", [&] {
-    run_solve<scalar_t>(y, weight, o, transpose, out, limit, n_threads, n_blocks, wide_index, launch);
+    run_solve<scalar_t>(y, weight, o, transpose, out, limit, n_threads, n_blocks, wide_index,
+                        static_cast<int>(sm_count), band_rows, launch);
   });
   return out;
 }
@@ -108,7 +116,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> device_plan_emulated(
 
 TORCH_LIBRARY(invconv_simt, m) {
   m.def("inv_conv2d(Tensor y, Tensor weight, str order=\"TL\", bool transpose=False, "
-        "int threads=0, int max_blocks=0, int shared_limit=-1, bool wide_index=False) -> Tensor");
+        "int threads=0, int max_blocks=0, int shared_limit=-1, bool wide_index=False, "
+        "int sm_count=0, int band_rows=0) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(invconv_simt, CPU, m) { m.impl("inv_conv2d", &invconv_core::inv_conv2d_emulated); }
@@ -119,21 +128,31 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The launch the CUDA glue and the emulation choose for a problem (cuda_kernels::launch_config),
   // for tests of the paths: which buffers are in shared memory, how much of it, which index.
   m.def("launch_config", [](int64_t B, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                            int64_t acc_size, int64_t shared_limit, bool wide_index) {
+                            int64_t acc_size, int64_t shared_limit, bool wide_index, int64_t sm_count,
+                            int64_t band_rows) {
     namespace ck = invconv_core::cuda_kernels;
     const ck::LaunchConfig c = ck::launch_config(B, C, H, W, kh, kw, static_cast<std::size_t>(acc_size),
                                                  static_cast<std::size_t>(shared_limit),
-                                                 ck::kMaxThreads, ck::kMaxBlocks, wide_index);
+                                                 ck::kMaxThreads, ck::kMaxBlocks, wide_index,
+                                                 static_cast<int>(sm_count), band_rows);
     pybind11::dict d;
     d["blocks"] = c.blocks;
     d["threads"] = c.threads;
     d["shared_bytes"] = c.shared_bytes;
     d["taps_in_shared"] = c.taps_in_shared;
     d["image_in_shared"] = c.image == ck::kImageShared;
-    d["image"] = c.image == ck::kImageShared ? "shared" : c.image == ck::kImageRing ? "ring" : "global";
+    d["image"] = c.image == ck::kImageShared ? "shared" : c.image == ck::kImageRing ? "ring"
+                 : c.image == ck::kImageBand ? "band" : "global";
     d["wide_index"] = c.wide_index;
+    d["bands"] = c.bands;
+    d["band_rows"] = c.band_rows;
+    d["split"] = c.split;
+    d["compute_threads"] = c.compute_threads;
     return d;
-  }, "the solve kernel's launch for (B, C, H, W), a kh x kw kernel, acc_size-byte values");
+  }, "the solve kernel's launch for (B, C, H, W), a kh x kw kernel, acc_size-byte values",
+        pybind11::arg("B"), pybind11::arg("C"), pybind11::arg("H"), pybind11::arg("W"), pybind11::arg("kh"),
+        pybind11::arg("kw"), pybind11::arg("acc_size"), pybind11::arg("shared_limit"),
+        pybind11::arg("wide_index"), pybind11::arg("sm_count") = 0, pybind11::arg("band_rows") = 0);
   m.def("device_plan", &invconv_core::device_plan_emulated, pybind11::arg("weight"),
         pybind11::arg("order") = "TL", pybind11::arg("transpose") = false, pybind11::arg("height") = 4,
         pybind11::arg("width") = 4, pybind11::arg("skip_last") = 0,

@@ -1,6 +1,7 @@
 // Sanitizer driver of the CUDA kernel: runs cuda/wavefront_kernel.cuh under the SIMT emulation
 // on random cases -- every instantiation (float64, float32, a 2-byte storage type; taps and
-// image in shared or global memory or the ring; 32- and 64-bit offsets), every order (row and
+// image in shared or global memory, the ring or bands of rows over several blocks; 32- and
+// 64-bit offsets), every order (row and
 // column flips of the views) and both directions (the adjoint's channel reversal), buffers of
 // exactly their size -- and compares with a sequential solve. Torch-free, so it can be built
 // with ThreadSanitizer, or AddressSanitizer + UndefinedBehaviorSanitizer
@@ -8,13 +9,15 @@
 //
 //   g++ -std=c++20 -pthread -O1 -g -fsanitize=thread -Icpp cpp/emulation/race_check_driver.cpp
 //   g++ -std=c++20 -pthread -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all ...
-//   ./a.out [cases=40] [seed=1]
+//   ./a.out [cases=40] [seed=1] [bands]     (bands: every case split into bands of rows)
 //
 // Planted counter-examples (test-only): -DINVCONV_PLANTED_KERNEL=PlantedMissingDiagonalBarrier
 // (the per-diagonal __syncthreads() removed: TSan reports a data race), =PlantedShortRing
 // (the ring one anti-diagonal short: ASan reports the overrun of shared memory),
 // INVCONV_PLANT_MISALIGNED_TAPS (the packed taps one element off a 16-byte boundary: the
-// emulation's alignment check aborts, as the GPU traps).
+// emulation's alignment check aborts, as the GPU traps); with `bands`,
+// =PlantedMissingReductionBarrier and =PlantedRelaxedProgress (TSan reports the race),
+// =PlantedBandByBlockIndex (the launch deadlocks: the caller's timeout).
 // Exit status: 0 all cases agree, 1 a case disagrees, 2 the emulation failed its self-test.
 
 #include "simt_emulation.h"
@@ -46,6 +49,8 @@ struct Case {
   std::int64_t max_blocks;
   std::size_t shared_limit;
   bool wide_index;
+  int sm_count;            // > 0: a device of this many multiprocessors (small batches: bands)
+  std::int64_t band_rows;  // > 0: bands of this many rows
 };
 
 // The taps [kh][kw][C'][C] and M [C][C'] in the kernel's packed layout (plan_math.h).
@@ -118,14 +123,23 @@ static double as_double(T v) {
 // reversal), buffers of exactly their size, the solve kernel under the emulation, and the
 // sequential solve of the same canonical problem to compare with.
 template <typename scalar_t, typename acc_t, typename Uniform>
-static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
+static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image, bool bands_only) {
   std::normal_distribution<double> normal(0.0, 1.0);
   const int thread_choices[] = {32, 64, 256};
   // no shared memory, the default 48 KiB, what an sm_90 opts in to, taps only (tiny)
   const std::size_t shared_choices[] = {0, ck::kDefaultSharedLimit, 227 * 1024, 1500};
   Case k{uniform(1, 3), uniform(1, 9), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
          thread_choices[uniform(0, 2)], uniform(1, 3), shared_choices[uniform(0, 3)],
-         uniform(0, 3) == 0};
+         uniform(0, 3) == 0, 0, 0};
+  if (bands_only) k.H = uniform(4, 12);  // several bands an image
+  switch (bands_only ? 0 : uniform(0, 3)) {  // bands: asked for by rows (any height, one band too), or by a device
+    case 0:  // (the comm warp and one warp of pairs: at least 64 threads, the band in shared memory)
+      k.band_rows = uniform(1, 6), k.wide_index = false;
+      k.threads = static_cast<int>(32 * uniform(2, 8)), k.shared_limit = shared_choices[uniform(1, 2)];
+      break;
+    case 1: k.sm_count = static_cast<int>(uniform(2, 132)); k.wide_index = false; break;
+    default: break;
+  }
   if (uniform(0, 2) == 0)  // room for the taps and the ring of diagonals, not the image
     k.shared_limit = (ck::packed_size(k.C, k.kh, k.kw) + (k.kh + k.kw - 1) * k.H * k.C) * sizeof(acc_t);
   const bool flip_rows = uniform(0, 1), flip_cols = uniform(0, 1), reverse_channels = uniform(0, 1);
@@ -145,10 +159,11 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
   if (reverse_channels) { base += (C - 1) * v.sc; v.sc = -v.sc; }
   const ck::LaunchConfig cfg = ck::launch_config(k.B, C, H, W, k.kh, k.kw, sizeof(acc_t),
                                                  k.shared_limit, k.threads, k.max_blocks,
-                                                 k.wide_index);
+                                                 k.wide_index, k.sm_count, k.band_rows);
   const std::vector<double> packed64 = pack(k, taps, m);
   std::vector<acc_t> packed(packed64.begin(), packed64.end());
-  std::vector<acc_t> scratch(cfg.image == ck::kImageShared ? 0 : numel, acc_t(NAN));
+  std::vector<acc_t> scratch(ck::scratch_values(cfg, k.B, C, H, W, k.kh), acc_t(NAN));
+  std::vector<int> progress(ck::progress_values(cfg, k.B), 0);
   ck::SolveParams<scalar_t, acc_t> p{};
   p.y = y.data() + base; p.ys = v;
   p.out = out.data() + base; p.os = v;
@@ -161,6 +176,9 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
 #endif
   p.scratch = scratch.empty() ? nullptr : scratch.data();
   p.B = k.B; p.C = C; p.H = H; p.W = W; p.kh = k.kh; p.kw = k.kw;
+  p.progress = progress.empty() ? nullptr : progress.data();
+  p.bands = cfg.bands; p.band_rows = cfg.band_rows; p.split = cfg.split;
+  p.compute_threads = cfg.compute_threads;
   *image = cfg.image;
   const auto kernel = ck::solve_kernel<scalar_t, acc_t>(cfg);
   if (cfg.shared_bytes > ck::kDefaultSharedLimit)
@@ -189,9 +207,10 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
   const double tol = sizeof(scalar_t) == 8 ? 1e-12 : sizeof(scalar_t) == 4 ? 1e-4 : 3e-2;
   if (!(std::sqrt(num) <= tol * std::sqrt(den))) {
     std::printf("case %d disagrees: %zu-byte values, B=%ld C=%ld H=%ld W=%ld kh=%ld kw=%ld "
-                "threads=%d blocks=%ld shared=%zu wide=%d flips=%d%d%d rel.err=%g\n", n,
+                "threads=%d blocks=%ld shared=%zu wide=%d bands=%ldx%ld flips=%d%d%d rel.err=%g\n", n,
                 sizeof(scalar_t), long(k.B), long(C), long(H), long(W), long(k.kh), long(k.kw),
                 cfg.threads, long(cfg.blocks), cfg.shared_bytes, int(cfg.wide_index),
+                long(cfg.bands), long(cfg.band_rows),
                 int(flip_rows), int(flip_cols), int(reverse_channels), std::sqrt(num / den));
     return false;
   }
@@ -201,6 +220,7 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image) {
 int main(int argc, char** argv) {
   const int n_cases = argc > 1 ? std::atoi(argv[1]) : 40;
   const unsigned seed = argc > 2 ? static_cast<unsigned>(std::atoi(argv[2])) : 1u;
+  const bool bands_only = argc > 3 && std::strcmp(argv[3], "bands") == 0;
 
   std::vector<float> probe(2, 0.0f);
   invconv_simt::launch(&read_unwritten_shared, dim3(1), dim3(2), 2 * sizeof(float), probe.data());
@@ -226,20 +246,20 @@ int main(int argc, char** argv) {
   auto uniform = [&](std::int64_t lo, std::int64_t hi) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
   };
-  int by_image[3] = {0, 0, 0};
+  int by_image[4] = {0, 0, 0, 0};
   for (int n = 0; n < n_cases; ++n) {
     bool ok = false;
     int image = 0;
     switch (n % 3) {  // every instantiation: float64, float32, and a 2-byte storage type
-      case 0: ok = run_case<double, double>(n, rng, uniform, &image); break;
-      case 1: ok = run_case<float, float>(n, rng, uniform, &image); break;
-      default: ok = run_case<Half16, float>(n, rng, uniform, &image); break;
+      case 0: ok = run_case<double, double>(n, rng, uniform, &image, bands_only); break;
+      case 1: ok = run_case<float, float>(n, rng, uniform, &image, bands_only); break;
+      default: ok = run_case<Half16, float>(n, rng, uniform, &image, bands_only); break;
     }
     if (!ok) return 1;
     ++by_image[image];
   }
   std::printf("ok: %d cases agree with the sequential solve (image in shared memory %d, in a ring "
-              "of diagonals %d, in global memory %d)\n", n_cases, by_image[ck::kImageShared],
-              by_image[ck::kImageRing], by_image[ck::kImageGlobal]);
+              "of diagonals %d, in global memory %d, in bands %d)\n", n_cases, by_image[ck::kImageShared],
+              by_image[ck::kImageRing], by_image[ck::kImageGlobal], by_image[ck::kImageBand]);
   return 0;
 }

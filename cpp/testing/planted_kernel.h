@@ -12,6 +12,15 @@
 //   PlantedWideIndex               64-bit offsets and counters on every path: 64-bit integer
 //                                  arithmetic in the dot product (same)
 //   PlantedOneFmaPerLoad           the dot product a channel at a time: two loads per FMA (same)
+//   PlantedMissingReductionBarrier (bands) no barrier between a pair's threads leaving their
+//                                  partial sums and their addition: ThreadSanitizer reports a
+//                                  data race (test_cuda_emulation.py)
+//   PlantedRelaxedProgress         (bands) a band's progress published with a relaxed store:
+//                                  nothing orders its halo rows before the flag, ThreadSanitizer
+//                                  reports the race between blocks (same)
+//   PlantedBandByBlockIndex        (bands) band = blockIdx.x instead of a ticket: a block can wait
+//                                  on a band no running block holds -- the emulation's two
+//                                  resident blocks in shuffled order deadlock (same)
 //
 // Included by wavefront_kernel.cuh inside namespace invconv_core::cuda_kernels, after
 // KernelPolicy.
@@ -45,6 +54,22 @@ struct PlantedOneFmaPerLoad : KernelPolicy {
     for (int l = 0; l < kChannelsPerThread; ++l)
 #pragma unroll 1
       for (J c2 = 0; c2 < Ci; ++c2) acc[l] += t[c2 * kChannelsPerThread + l] * xn[c2];
+  }
+};
+
+struct PlantedMissingReductionBarrier : KernelPolicy {
+  __device__ __forceinline__ static void reduction_barrier() {}
+};
+
+struct PlantedRelaxedProgress : KernelPolicy {
+  __device__ __forceinline__ static void publish_progress(int* flag, int value) {
+    DeviceAtomicRef<int>(*flag).store(value, order::relaxed);
+  }
+};
+
+struct PlantedBandByBlockIndex : KernelPolicy {
+  __device__ __forceinline__ static int take_band(int*, unsigned taken_before) {
+    return static_cast<int>(blockIdx.x + taken_before * gridDim.x);
   }
 };
 
