@@ -119,6 +119,43 @@ def measure_scaling(sizes=SCALING_SIZES, batches=SCALING_BATCHES, C: int = SCALI
     return rows
 
 
+#: the banded kernel's small-batch targets (bench/sass_model.py --bands models the same shapes)
+BAND_SHAPES = [(1, 4, 256, 256), (8, 12, 64, 64)]
+
+
+def measure_bands(shapes=BAND_SHAPES, k: int = 3, repeats: int = 10, device: str = "cuda") -> list[dict]:
+    """inv_conv2d forward, float32, at batches that leave SMs idle: in bands (the default) and
+    with one block per image (INVCONV_CUDA_BANDS=0), side by side in one run; the banded result
+    against the CPU core (`agrees`: relative error <= 1e-5)."""
+    import os
+
+    from cases import rel_err, to_np
+
+    import invconv_core as ic
+    rows = []
+    for B, C, H, W in shapes:
+        w, y = operands(C, k, k, "TL", (B, C, H, W), torch.float32, device)
+        times, before = {}, os.environ.get("INVCONV_CUDA_BANDS")
+        with torch.no_grad():
+            try:
+                for name, env in (("bands", "1"), ("one_block", "0")):
+                    os.environ["INVCONV_CUDA_BANDS"] = env
+                    times[name] = seconds(lambda: ic.inv_conv2d(y, w, "TL"), device, repeats)
+                os.environ["INVCONV_CUDA_BANDS"] = "1"
+                banded = ic.inv_conv2d(y, w, "TL")
+            finally:
+                os.environ.pop("INVCONV_CUDA_BANDS")
+                if before is not None:
+                    os.environ["INVCONV_CUDA_BANDS"] = before
+            err = rel_err(to_np(banded), to_np(ic.inv_conv2d(y.cpu(), w.cpu(), "TL")))
+        rows.append({"B": B, "C": C, "H": H, "W": W, "k": k, "bands": times["bands"],
+                     "one_block": times["one_block"], "speedup": times["one_block"] / times["bands"],
+                     "per_diagonal_bands": times["bands"] / (H + W - 1), "rel_err_vs_cpu": err,
+                     "agrees": bool(err <= 1e-5)})
+        del w, y
+    return rows
+
+
 def measure_flows(batch: int = 100, repeats: int = 5, device: str = "cuda",
                   datasets=("mnist", "cifar10")) -> dict[str, list[dict]]:
     """The flows' forward / sampling / train-step table (flows.timing.time_models) on CUDA for

@@ -5,6 +5,7 @@ into estimated times at four flow shapes (SHAPES: the CUDA targets' shapes), for
 any git revision, so a change to the kernel is judged before a GPU is at hand.
 
     python bench/sass_model.py [--before REV] [--json FILE] [--markdown]
+    python bench/sass_model.py --bands      (small batches: one block per image vs bands)
 
 What it assumes (MACHINE below holds the numbers):
 
@@ -108,6 +109,162 @@ def launch_new(B, C, H, W, kh, kw, acc_size, shared_limit, cpt=4, ring=True) -> 
     where = "shared" if used + image <= shared_limit else \
         "ring" if ring and ring_bytes < image and used + ring_bytes <= shared_limit else "global"
     return Launch(threads, G, t_sh, where)
+
+
+@dataclass
+class BandLaunch:
+    """cuda_kernels::band_config: bands of `rows` rows per image, one block each."""
+    threads: int            # compute + the two comm warps
+    compute: int            # threads that solve pairs
+    split: int              # threads per pair
+    rows: int
+    bands: int
+    groups: int
+    taps_in_shared: bool
+    image: str = "band"
+
+    @property
+    def image_code(self) -> int:
+        return 3
+
+
+def launch_band(B, C, H, W, kh, kw, acc_size, shared_limit, sms=132, max_threads=1024):
+    """The mirror of cuda_kernels::band_config (wavefront_kernel.cuh) for a device of `sms`
+    multiprocessors: a BandLaunch, or None where the kernel keeps one block per image
+    (bench/test_sass_model.py checks it against the compiled one)."""
+    taps, halo, G = kh * kw - 1, kh - 1, -(-C // 4)
+    max_threads = min(max_threads, 512)  # kMaxThreadsBand
+    if taps < 1 or sms <= 0 or 2 * B > sms:
+        return None
+    S = min(8, taps)
+    max_pairs = (max_threads - 64) // S
+    fill = -(-H // (sms // B))
+    h = max(fill, max(1, 256 // (S * G)))
+    if min(h, W) * G > max_pairs:
+        h = max(1, max_pairs // G)
+    h = max(h, max(halo, 1))
+
+    def compute_for(rows):
+        pairs = min(min(rows, W) * G, max_pairs)
+        return min(-(-pairs * S // 32) * 32, max_threads - 64)
+
+    def size(rows, taps_shared):
+        values = ((kh * kw + 1) * G * C * 4 if taps_shared else 0) + compute_for(rows) * 4 + \
+            (halo + rows) * W * C
+        return values * acc_size + 4
+
+    taps_shared = size(max(halo, 1), True) <= shared_limit
+    while h > max(halo, 1) and size(h, taps_shared) > shared_limit:
+        h = max(max(halo, 1), h // 2)
+    if size(h, taps_shared) > shared_limit:
+        return None
+    bands = -(-H // h)
+    if bands < 2:
+        return None
+    compute = compute_for(h)
+    return BandLaunch(compute + 64, compute, S, h, bands, G, taps_shared)
+
+
+def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: dict = MACHINE) -> dict:
+    """Estimated time of one banded solve (kImageBand) at `shape`, as model_solve's dict. Per
+    band and anti-diagonal (the bands run in lockstep, each trailing the one above):
+      * the pairs' threads: their taps (ceil(taps / split) of them) -- the tap loop's path and
+        its dot loops (issue: the warps each scheduler holds; latency: per dot iteration a
+        shared-memory load, then the FMAs into one accumulator) -- while the copying comm warp
+        polls the band above (low: never, its value answering many diagonals; high: one L2
+        round trip a diagonal), loads the halo values from L2 and stores them to shared memory;
+      * a barrier; the sum of the split partial sums (a shared-memory load, split - 1
+        dependent adds, x = z - sum) and the round's own instructions (the SASS loop around the
+        tap loop); a barrier;
+      * the publishing warp's release fence overlaps both (it is its own warp).
+    Plus: the hand-off down the bands (per band: its publish fence and a poll, two L2 round
+    trips), pass 1 (z = M y of the band's rows, as model_solve's), staging the taps, the ticket
+    (an L2 atomic), the plan kernels and launches, and the zeroing of the flags (a launch)."""
+    B, C, H, W = shape
+    kh = kw = K_SIZE
+    nb = kh * kw - 1
+    S, h = launch.split, launch.rows
+    per_thread_taps = -(-nb // S)
+    fma_lat = m["fma64_latency"] if acc_size == 8 else m["fma32_latency"]
+    dot_instr, dot_iters = _dot(profile["dot_loops"], C)
+    fma_extra = (m["fma64_issue"] - 1) * per_thread_taps * C * 4 if acc_size == 8 else 0
+    outer = profile.get("outer_path", [0, 0])
+    per_thread = [per_thread_taps * (profile["pair_path"][k] + dot_instr) + outer[k] + fma_extra
+                  for k in (0, 1)]
+    lat_t = m["lds_latency"] if launch.taps_in_shared else m["l1_latency"]
+    lat_load = max(m["lds_latency"], lat_t)
+    partial = per_thread_taps * sum(lat_load + it * fma_lat for it in dot_iters)
+    summed = m["lds_latency"] + (S - 1) * fma_lat + fma_lat
+    copy = [m["l2_latency"] + m["lds_latency"] + poll for poll in (0, m["l2_latency"])]
+    sched = m["schedulers"]
+    slots = launch.compute // S
+    cycles = [0.0, 0.0]
+    for d in range(h + W - 1):  # one band's diagonals (a full band: the widest)
+        pixels = min(h - 1, d) - max(0, d - (W - 1)) + 1
+        pairs = pixels * launch.groups
+        rounds = -(-pairs // slots)
+        warps = -(-min(pairs, slots) * S // 32)
+        per_sched = -(-warps // sched)
+        for k in (0, 1):
+            first = max(per_sched * per_thread[k], partial, copy[k])
+            cycles[k] += rounds * (first + m["barrier"] + summed + m["barrier"])
+    # the critical path: the first band's diagonals, then each further band's own last rows
+    # (h more diagonals each) -- (H + W - 1) diagonals in all -- and a hand-off per band
+    per_diag = [c / (h + W - 1) for c in cycles]
+    handoff = 2 * m["l2_latency"]
+    wave = [per_diag[k] * (H + W - 1) + (launch.bands - 1) * handoff for k in (0, 1)]
+    active = min(B * launch.bands, m["sms"])
+    bw_cycles_per_byte = m["clock_ghz"] * 1e9 / (m["dram_gb_s"] * 1e9 / active)
+    items = h * W * launch.groups
+    pass1 = max(-(-items // launch.threads) * (m["dram_latency"] + 4 * fma_lat),
+                h * W * C * 4 * bw_cycles_per_byte)
+    taps_values = (kh * kw + 1) * launch.groups * C * 4
+    stage = (m["l2_latency"] + taps_values / launch.threads * 4) if launch.taps_in_shared else 0
+    fixed = pass1 + stage + m["l2_latency"] + 2 * m["barrier"]  # + the ticket
+    waves = -(-(B * launch.bands) // m["sms"])
+    plan_cycles = lower_inverse_cycles(C, parallel=True, m=m) + C * m["fma64_latency"] + m["l2_latency"]
+    us = lambda c: c / (m["clock_ghz"] * 1e3)  # noqa: E731
+    plan_us = us(plan_cycles) + 4 * m["launch_us"]  # the two plan kernels, the flags' zeroing, the solve
+    low, high = (waves * us(wave[k] + fixed) + plan_us for k in (0, 1))
+    return {"shape": list(shape), "threads": launch.threads, "bands": launch.bands, "rows": h,
+            "split": S, "taps_in_shared": launch.taps_in_shared, "image": "band",
+            "instr_per_thread": per_thread, "chain_cycles_per_diagonal": per_diag,
+            "plan_us": plan_us, "passes_us": us(fixed), "low_us": low, "high_us": high,
+            "per_diagonal_us": [(t - plan_us) / (waves * (H + W - 1)) for t in (low, high)]}
+
+
+# the small-batch shapes of the banded kernel's targets: B = 1 at 4 x 256^2, B = 8 at 12 x 64^2
+SMALL_BATCHES = [(1, 4, 256, 256), (8, 12, 64, 64)]
+
+
+def model_small_batches(profiles: list[dict], acc: str = "float") -> list[dict]:
+    """One block per image against bands, both from the same (current) kernel's SASS."""
+    acc_size = 8 if acc == "double" else 4
+    rows = []
+    for shape in SMALL_BATCHES:
+        B, C, H, W = shape
+        one = launch_new(B, C, H, W, K_SIZE, K_SIZE, acc_size, MACHINE["optin_shared"])
+        band = launch_band(B, C, H, W, K_SIZE, K_SIZE, acc_size, MACHINE["optin_shared"], MACHINE["sms"])
+        rows.append({"shape": shape,
+                     "one_block": model_solve(pick(profiles, acc, one, True), shape, one, True, acc_size),
+                     "bands": model_band(pick(profiles, acc, band, True), shape, band, acc_size)})
+    return rows
+
+
+def markdown_small_batches(rows: list[dict]) -> str:
+    out = ["| shape (B, C, H=W) | one block per image: modelled solve (per anti-diagonal) | "
+           "bands: launch | bands: modelled solve (per anti-diagonal) | speed-up |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        o, b = r["one_block"], r["bands"]
+        B, C, H, _ = r["shape"]
+        out.append(
+            f"| {B}, {C}, {H} | {o['low_us']:.0f}–{o['high_us']:.0f} µs ({o['per_diagonal_us'][0]:.2f}–"
+            f"{o['per_diagonal_us'][1]:.2f} µs) | {B} × {b['bands']} blocks of {b['rows']} rows, "
+            f"{b['threads']} threads, {b['split']} a pair | {b['low_us']:.0f}–{b['high_us']:.0f} µs "
+            f"({b['per_diagonal_us'][0]:.2f}–{b['per_diagonal_us'][1]:.2f} µs) | "
+            f"{o['low_us'] / b['high_us']:.1f}–{o['high_us'] / b['low_us']:.1f}× |")
+    return "\n".join(out)
 
 
 def launch_old(B, C, H, W, kh, kw, acc_size, shared_limit=48 * 1024) -> Launch:
@@ -283,6 +440,9 @@ def main(argv=None) -> int:
                     help="git revision of the 'before' kernel (default: b78180e, the kernel before the SASS rewrite)")
     ap.add_argument("--acc", default="float", choices=["float", "double"])
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--bands", action="store_true",
+                    help="only the small batches: one block per image against bands of rows over "
+                         "several blocks, both this checkout's kernel")
     ap.add_argument("--inverse", action="store_true",
                     help="only the plan's triangular inverse: one thread per column against every "
                          "column at once, at C = 4, 12, 48, 128")
@@ -294,6 +454,15 @@ def main(argv=None) -> int:
         for C in (4, 12, 48, 128):
             old, new = (us(lower_inverse_cycles(C, p)) for p in (False, True))
             print(f"| {C} | {old:.2f} | {new:.2f} | {old / new:.1f}× |")
+        return 0
+    if args.bands:
+        rows = model_small_batches(_profiles(None), args.acc)
+        print(f"MODEL (not a measurement): {MACHINE['name']}, {args.acc}, k = {K_SIZE}, "
+              f"{MACHINE['sms']} SMs; this checkout's kernel")
+        print(markdown_small_batches(rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": MACHINE, "acc": args.acc, "rows": rows}, f, indent=1)
         return 0
     rows = model(_profiles(args.before), _profiles(None), args.acc)
     print(f"MODEL (not a measurement): {MACHINE['name']}, {args.acc}, k = {K_SIZE}; "

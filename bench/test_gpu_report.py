@@ -55,6 +55,10 @@ def _results():
     scaling = [{"B": B, "C": 4, "H": m, "k": 3, "inv_forward": 1e-6 * (2 * m - 1) * (0.8 if B == 1 else 3),
                 "conv_forward": 1e-5 * m, "per_diagonal": 1e-6 * (0.8 if B == 1 else 3)}
                for B in (1, 100) for m in (16, 256)]
+    bands = [{"B": 1, "C": 4, "H": 256, "W": 256, "k": 3, "bands": 1.0e-4, "one_block": 3.0e-4,
+              "speedup": 3.0, "per_diagonal_bands": 1.0e-4 / 511, "rel_err_vs_cpu": 2e-7, "agrees": True},
+             {"B": 8, "C": 12, "H": 64, "W": 64, "k": 3, "bands": 5.0e-5, "one_block": 1.0e-4,
+              "speedup": 2.0, "per_diagonal_bands": 5.0e-5 / 127, "rel_err_vs_cpu": 3e-7, "agrees": True}]
     flows = {"mnist": [{"model": "inverse-flow", "width": 64, "parameters": 1000, "forward_seconds": 0.01,
                         "sample_seconds": 0.002, "train_step_seconds": 0.03},
                        {"model": "glow", "width": 70, "parameters": 1001, "forward_seconds": 0.008,
@@ -64,7 +68,7 @@ def _results():
                        "verify": {"ok": False, "seconds": 300.0, "detail": "pytest: 1 failed",
                                   "pytest": {"passed": 10, "failed": 1, "skipped": 0, "errors": 0}},
                        "bench": {"ok": True, "seconds": 40.0, "core": core, "scaling": scaling,
-                                 "detail": "2 flow shapes"},
+                                 "bands": bands, "detail": "2 flow shapes"},
                        "flows": {"ok": True, "seconds": 30.0, "tables": flows, "detail": "mnist: 2 models"}}}
 
 
@@ -84,6 +88,7 @@ def test_report_files_tables_and_targets(tmp_path):
     assert "| 100, 48, 8, 3 | 0.060 ms | 0.300 ms | 5.00× **no** |" in md
     assert "| 1 | 4 | 256 | 0.409 ms | 2.560 ms | 0.80 µs yes |" in md
     assert "### mnist-shaped flows, batch 100" in md and "| inverse-flow | 64 | 1,000 |" in md
+    assert "| 1, 4, 256 | 0.300 ms | 0.100 ms | 3.0× | 0.20 µs | 2.0e-07 yes |" in md
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -91,9 +96,13 @@ def test_summary_lists_stages_and_each_target():
     lines = gpu_report.summary(_results()).splitlines()
     assert lines[0].startswith("build   ok") and lines[1].startswith("verify  FAILED")
     targets = [line for line in lines if line.startswith("target")]
-    assert len(targets) == 5  # two per flow shape, one for B=1 at 256²
-    assert sum("MISSED" in t for t in targets) == 2  # fwd+bwd of the first shape, inverse of the second
+    # two per flow shape, one for B=1 at 256², two per small batch in bands
+    assert len(targets) == 9
+    # fwd+bwd of the first shape, inverse of the second, the 2.0× of B=8 in bands
+    assert sum("MISSED" in t for t in targets) == 3
     assert any("0.80 µs per anti-diagonal" in t and "met" in t for t in targets)
+    assert any("bands at B=1 C=4 256²: 0.20 µs per anti-diagonal" in t and "met" in t for t in targets)
+    assert any("bands at B=8 C=12 64²: 2.0× one block per image (≥ 4×)" in t and "MISSED" in t for t in targets)
 
 
 def test_results_accumulate_across_runs(tmp_path):
@@ -117,15 +126,19 @@ def test_measurements_have_the_fields_the_report_reads(tmp_path):
     core = gpu_measure.measure_core([(2, 3, 6, 3)], repeats=2, device="cpu")
     scaling = gpu_measure.measure_scaling([4, 8], [1], C=2, repeats=2, device="cpu")
     flows = gpu_measure.measure_flows(batch=4, repeats=1, device="cpu", datasets=("digits",))
+    bands = gpu_measure.measure_bands([(1, 2, 6, 5)], repeats=2, device="cpu")
+    assert bands[0]["agrees"] and bands[0]["bands"] > 0 and bands[0]["one_block"] > 0
+    assert "INVCONV_CUDA_BANDS" not in os.environ  # restored
     assert set(core[0]) == {"B", "C", "H", "k", "conv_forward", "inv_forward", "inv_adjoint",
                             "conv_forward_backward", "inv_forward_backward"}
     assert all(v > 0 for k, v in core[0].items() if k not in "BCHk")
     assert [r["H"] for r in scaling] == [4, 8] and scaling[1]["per_diagonal"] == scaling[1]["inv_forward"] / 15
     assert {r["model"] for r in flows["digits"]} >= {"inverse-flow", "glow"}
-    results = {"stages": {"bench": {"ok": True, "core": core, "scaling": scaling},
+    results = {"stages": {"bench": {"ok": True, "core": core, "scaling": scaling, "bands": bands},
                           "flows": {"ok": True, "tables": flows}}}
     gpu_report.write_report(results, str(tmp_path))
-    assert "inv_conv2d fwd+bwd" in (tmp_path / "gpu-results.md").read_text()
+    md = (tmp_path / "gpu-results.md").read_text()
+    assert "inv_conv2d fwd+bwd" in md and "| 1, 2, 6 |" in md
 
 
 def _gpu_module():

@@ -22,13 +22,13 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_gpu)]
 # (cpp/emulation/; select with `pytest verification -k emulated`).
 # "emulated-cuda-bands" is the same kernel with every image split into bands of rows over
 # several blocks (kImageBand, what a GPU takes for small batches), at the thinnest bands
-# (kh - 1 rows: every band hands over to the next) and 64 threads solving pairs (rounds).
+# (kh - 1 rows: every band hands over to the next) and 64 threads solving pairs (rounds; 64 more are the comm warps).
 # "fallback" is the pure-PyTorch wavefront that serves when the compiled core cannot be loaded
 # (and CUDA tensors in a CPU-only build), called directly.
 SOLVERS = ["cpu", pytest.param("cuda", marks=needs_gpu), "emulated-cuda", "emulated-cuda-bands",
            "fallback"]
 # the launch of "emulated-cuda-bands": band_rows=1 is raised to the halo, kh - 1 rows
-BAND_LAUNCH = {"band_rows": 1, "threads": 96}
+BAND_LAUNCH = {"band_rows": 1, "threads": 128}
 
 
 def solver_device(solver: str) -> str:

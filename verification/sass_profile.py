@@ -244,6 +244,9 @@ class KernelProfile:
     pair_path: list[int] = field(default_factory=lambda: [0, 0])
     row_path: list[int] = field(default_factory=lambda: [0, 0])
     neighbour_path: list[int] = field(default_factory=lambda: [0, 0])
+    # one iteration of the loop right around the hot loop, outside it (the banded kernel: a
+    # round of a diagonal's pairs -- the partial sums' stores, the sum, the writes, two barriers)
+    outer_path: list[int] = field(default_factory=lambda: [0, 0])
     dot_loops: list[dict] = field(default_factory=list)
     rhs_loops: list[dict] = field(default_factory=list)
     channels_per_thread: int = 1
@@ -305,6 +308,9 @@ def profile_function(fn: Function, arch: str, usage=None, short: str | None = No
                          if lp.contains(d) and (hot.contains(lp) or lp is hot)}.values(),
                         key=lambda lp: lp.end - lp.start)
         prof.pair_path = path_lengths(fn, hot)
+        outer = [lp for lp in fn.all_loops() if lp.contains(hot) and lp is not hot]
+        if outer:
+            prof.outer_path = path_lengths(fn, min(outer, key=lambda lp: lp.end - lp.start))
         if len(around) >= 3:
             prof.neighbour_path = path_lengths(fn, around[0])
             prof.row_path = path_lengths(fn, around[1])
@@ -442,7 +448,7 @@ def solve_kernels(profiles: list[KernelProfile], acc: str) -> list[KernelProfile
 MIN_FMA_SHARE = 0.30
 
 
-IMAGE_MODES = {0: "global", 1: "shared", 2: "ring"}  # wavefront_kernel.cuh's kImage* constants
+IMAGE_MODES = {0: "global", 1: "shared", 2: "ring", 3: "band"}  # wavefront_kernel.cuh's kImage* constants
 
 
 def _solve_variant(short: str) -> tuple[bool, bool, bool] | None:

@@ -36,9 +36,11 @@ def test_cuda_agrees_with_the_cpu_core(dtype, order):
     ((1, 4, 200, 160), "ring"),     # 512 KB of image: a ring of its last diagonals
     ((1, 48, 256, 8), "global")])   # even the ring is past the opt-in beside the taps
 @pytest.mark.parametrize("transpose", [False, True])
-def test_every_place_of_the_image_agrees_with_the_cpu_core(shape, where, transpose):
+def test_every_place_of_the_image_agrees_with_the_cpu_core(shape, where, transpose, monkeypatch):
     """docs/design.md §5: the image in shared memory (past 48 KiB: the opt-in), as a ring of
-    diagonals, in global memory -- on the GPU, against the CPU core, float32 and float64."""
+    diagonals, in global memory -- on the GPU, against the CPU core, float32 and float64. (One
+    block per image: INVCONV_CUDA_BANDS=0, else these small batches are solved in bands.)"""
+    monkeypatch.setenv("INVCONV_CUDA_BANDS", "0")
     B, C, H, W = shape
     # (the same source under the emulation: at most 5e-7 and 9e-16 from the CPU core here)
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
@@ -46,6 +48,26 @@ def test_every_place_of_the_image_agrees_with_the_cpu_core(shape, where, transpo
         solve = ic.inv_conv2d_transpose if transpose else ic.inv_conv2d
         got = solve(y.cuda(), w.cuda(), "TL")
         assert rel_err(to_np(got), to_np(solve(y, w, "TL"))) <= tol, (dtype, where)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 256, 256), (8, 12, 64, 64), (1, 48, 40, 24), (2, 3, 70, 9)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_small_batches_solved_in_bands_agree_with_the_cpu_core(shape, transpose, monkeypatch):
+    """A batch that leaves half the SMs idle is split into bands of rows over several blocks
+    (kImageBand: tickets, progress flags between blocks, the halo through global memory):
+    against the CPU core and against one block per image (INVCONV_CUDA_BANDS=0), float32 and
+    float64 (the split sums' order differs from one block's: within rounding)."""
+    if torch.cuda.get_device_properties(0).multi_processor_count < 2 * shape[0]:
+        pytest.skip("this GPU has too few SMs for bands at this batch")
+    solve = ic.inv_conv2d_transpose if transpose else ic.inv_conv2d
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        w, y = operands(shape[1], 3, 3, "BR", shape, dtype, seed=shape[2])
+        banded = solve(y.cuda(), w.cuda(), "BR")
+        monkeypatch.setenv("INVCONV_CUDA_BANDS", "0")
+        one_block = solve(y.cuda(), w.cuda(), "BR")
+        monkeypatch.delenv("INVCONV_CUDA_BANDS")
+        assert rel_err(to_np(banded), to_np(solve(y, w, "BR"))) <= tol, dtype
+        assert rel_err(to_np(banded), to_np(one_block)) <= tol, dtype
 
 
 def test_no_host_synchronisation_in_forward_and_backward():

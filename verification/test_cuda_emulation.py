@@ -39,7 +39,7 @@ LAUNCHES = {
     # of 3 rows with 32 threads solving pairs (several rounds a diagonal); of 2 rows with the
     # taps left in global memory (C = 48: 129 KB of taps, 12,000 bytes of shared memory)
     "bands": {"band_rows": 2},
-    "bands-rounds": {"band_rows": 3, "threads": 64},
+    "bands-rounds": {"band_rows": 3, "threads": 96},
     "bands-taps-global": {"band_rows": 2, "shared_limit": 12000},
 }
 
@@ -175,6 +175,46 @@ def test_opted_in_shared_memory_keeps_the_issue_shapes_on_chip(shape, where):
         assert rel_err(to_np(emulated_inv_conv2d(y, w, "TL", shared_limit=limit)), expected) <= 1e-12
 
 
+def test_batches_that_leave_the_device_idle_are_split_into_bands():
+    """launch_config with an H100's 132 SMs: the issue's small-batch shapes go to bands of rows
+    over several blocks (kImageBand), each pair's 8 taps split over 8 threads, a block of about
+    kBandThreads threads plus its two comm warps, the band and its halo in the opted-in shared
+    memory; a full batch, an unknown device (sm_count 0), the 64-bit path and a 1x1 kernel keep
+    one block per image."""
+    from invconv_core import _simt
+    lim = 227 * 1024
+    for (B, C, H, W), rows in (((1, 4, 256, 256), 32), ((8, 12, 64, 64), 10)):
+        c = _simt.launch_config(B, C, H, W, 3, 3, 4, lim, False, sm_count=132)
+        assert c["image"] == "band" and c["split"] == 8 and c["band_rows"] == rows, c
+        assert c["bands"] == -(-H // rows) and c["blocks"] == B * c["bands"] <= 132
+        assert c["threads"] == c["compute_threads"] + 64 <= 1024 and c["shared_bytes"] <= lim
+        assert c["taps_in_shared"]
+    assert _simt.launch_config(100, 12, 32, 32, 3, 3, 4, lim, False, sm_count=132)["image"] == "shared"
+    assert _simt.launch_config(1, 4, 256, 256, 3, 3, 4, lim, False)["image"] == "ring"
+    assert _simt.launch_config(1, 4, 256, 256, 3, 3, 4, lim, True, sm_count=132)["image"] == "ring"
+    assert _simt.launch_config(1, 4, 256, 256, 1, 1, 4, lim, False, sm_count=132)["image"] != "band"
+    # a band too wide for the default 48 KiB: thinner bands, not none
+    c = _simt.launch_config(1, 4, 256, 256, 3, 3, 4, 48 * 1024, False, sm_count=132)
+    assert c["image"] == "band" and c["band_rows"] < 32 and c["shared_bytes"] <= 48 * 1024
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_small_batch_on_a_132_sm_device_is_solved_in_bands(dtype, transpose):
+    """The band path as a GPU chooses it (sm_count only, no band_rows): one 4 x 40 x 40 image,
+    2 bands of 32 rows -- against the compiled CPU core and the one-block-per-image kernel
+    (a different order of summation: within rounding, not bit-identical)."""
+    from invconv_core import _simt
+    assert _simt.launch_config(1, 4, 40, 40, 3, 3, dtype.itemsize, 227 * 1024, False,
+                               sm_count=132)["bands"] == 2
+    w, y = operands(4, 3, 3, "BR", (1, 4, 40, 40), dtype, seed=11)
+    got = emulated_inv_conv2d(y, w, "BR", transpose, sm_count=132, shared_limit=227 * 1024)
+    one_block = emulated_inv_conv2d(y, w, "BR", transpose, shared_limit=227 * 1024)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rel_err(to_np(got), to_np(_solve_ref(y, w, "BR", transpose))) <= tol
+    assert rel_err(to_np(got), to_np(one_block)) <= tol
+
+
 def test_the_64bit_index_path_is_taken_only_when_asked_or_needed():
     small = _launch(100, 12, 16, 16, 3, 4, 227 * 1024)
     assert not small["wide_index"] and small["image"] == "shared"
@@ -282,7 +322,7 @@ def test_a_misaligned_vector_load_aborts_as_the_gpu_traps(tmp_path):
 @pytest.mark.parametrize("sanitizer", sorted(SANITIZERS))
 def test_the_banded_kernel_is_clean_under_the_sanitizers(tmp_path, sanitizer):
     """The driver's `bands` mode: every case (float64, float32, a 2-byte type; every order's
-    flips and the channel reversal; H = 4..12, bands of 1..6 rows raised to the halo, 64..256
+    flips and the channel reversal; H = 4..12, bands of 1..6 rows raised to the halo, 96..256
     threads, taps in shared or global memory) split into bands of rows over blocks that run
     two at a time in shuffled order, each band waiting on the progress flag of the band above
     and copying its halo rows through global memory: agrees with the sequential solve, with no

@@ -35,9 +35,9 @@ def test_solve_kernels_pass_the_profile(sm90):
     assert violations(sm90) == []
     for acc in ("float", "double"):
         kernels = solve_kernels(sm90, acc)
-        # int32: taps shared or global x image shared, in a ring, global; int64: taps shared or
-        # global x image in a ring or global
-        assert len(kernels) == 10, [k.short for k in kernels]
+        # int32: taps shared or global x image shared, in a ring, global, in bands; int64: taps
+        # shared or global x image in a ring or global
+        assert len(kernels) == 12, [k.short for k in kernels]
         for k in kernels:
             assert k.innermost["fma_share"] >= MIN_FMA_SHARE
             assert k.hot_loop["generic_ld"] == k.hot_loop["generic_st"] == 0
@@ -49,6 +49,12 @@ def test_solve_kernels_pass_the_profile(sm90):
         # the ring of diagonals: the dot product reads shared memory only
         ring = next(k for k in kernels if "true, 2, int>" in k.short)
         assert ring.innermost["ldg"] == 0 and ring.innermost["wide_int"] == 0
+        # bands (several blocks an image): a thread's share of the taps reads the band and the
+        # staged taps from shared memory only, no 64-bit arithmetic -- the halo's global loads
+        # are the comm warp's, outside the hot loop
+        band = next(k for k in kernels if "true, 3, int>" in k.short)
+        assert band.hot_loop["ldg"] == 0 and band.hot_loop["wide_int"] == 0
+        assert band.innermost["lds"] > 0 and band.innermost["fma"] >= 8
 
 
 # the planted policies of cpp/testing/planted_kernel.h, by the violation each must produce

@@ -14,6 +14,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "../solve_plan.h"
 #include "solve_launch.h"
@@ -40,8 +42,11 @@ at::Tensor inv_conv2d_cuda(const at::Tensor& y, const at::Tensor& weight, c10::s
       std::max<std::size_t>(cuda_kernels::kDefaultSharedLimit, static_cast<std::size_t>(optin));
   // Its multiprocessors: a batch that leaves half of them idle is solved in bands of rows, one
   // block each (wavefront_kernel.cuh, kImageBand).
+  // INVCONV_CUDA_BANDS=0 in the environment keeps one block per image at every batch size (an
+  // escape hatch, and how bench/gpu.py times the two side by side).
   int sm_count = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, y.device().index()));
+  if (const char* bands = std::getenv("INVCONV_CUDA_BANDS"); bands && std::string(bands) == "0") sm_count = 0;
   auto launch = [stream](auto kernel, dim3 grid, dim3 block, std::size_t shared, auto... args) {
     if (shared > cuda_kernels::kDefaultSharedLimit)  // the opt-in, per kernel
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

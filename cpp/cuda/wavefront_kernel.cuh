@@ -45,6 +45,10 @@ constexpr int kMinBlocksPerSM = 1;
 // The 64-bit-index kernels (images beyond 2^31 values: wide diagonals) at most 512, so 128
 // registers: their 64-bit offsets spilled the float64 kernel at 64.
 constexpr int kMaxThreadsWide = 512;
+// The banded kernels (kImageBand) at most 512 too: a band's block aims at kBandThreads + the
+// comm warps, and at 64 registers its extra state (band bounds, halo pointers, the tap walk)
+// spilled (test_cuda_compile.py / the SASS profile check spills).
+constexpr int kMaxThreadsBand = 512;
 // Dynamic shared memory a block may use without opting in to more (every GPU since sm_30);
 // the CUDA glue raises the limit to the device's opt-in maximum (227 KiB on sm_90).
 constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
@@ -68,12 +72,14 @@ constexpr int kImageShared = 1;
 constexpr int kImageRing = 2;
 constexpr int kImageBand = 3;
 
-// kImageBand: threads that share one pair's taps, at most (k = 3: one tap each); the warp that
-// publishes the band's progress and copies its halo (it solves nothing, so its waits and its
-// release fences stay off the pairs' path); the threads a band's block aims at (its rows are
-// chosen for it: about 2 warps a scheduler, the dependent chain rather than issue the limit).
+// kImageBand: threads that share one pair's taps, at most (k = 3: one tap each); the two comm
+// warps, which solve nothing -- one copies the halo (its waits on the band above), one publishes
+// the band's progress (a release store: a device-scope fence, hundreds of cycles), so neither
+// stands on the pairs' path nor on the other's; the threads a band's block aims at (its rows
+// are chosen for it: about 2 warps a scheduler, the dependent chain rather than issue the limit).
 constexpr int kMaxSplit = 8;
-constexpr int kCommThreads = 32;
+constexpr int kWarp = 32;
+constexpr int kCommThreads = 2 * kWarp;
 constexpr int kBandThreads = 256;
 
 template <typename scalar_t, typename acc_t>
@@ -91,7 +97,7 @@ struct SolveParams {
   // it), then one ticket counter; zeroed before the launch.
   int* progress;
   std::int64_t bands, band_rows;
-  int split, compute_threads;  // threads per pair; threads that solve pairs (the rest: the comm warp)
+  int split, compute_threads;  // threads per pair; threads that solve pairs (the rest: the two comm warps)
 };
 
 struct LaunchConfig {
@@ -292,7 +298,7 @@ inline std::size_t band_shared_bytes(std::int64_t C, std::int64_t W, std::int64_
 // The band launch, or `fallback` where bands do not serve: no taps besides the current pixel
 // (nothing to wait for), 64-bit offsets, fewer than two bands' worth of rows (unless asked
 // for), a band (at least kh - 1 rows: its halo lies in the band above alone) that does not fit
-// shared memory, too few threads for one pair and the comm warp. Rows per
+// shared memory, too few threads for a warp of pairs and the comm warps. Rows per
 // band: enough bands to give every idle multiprocessor one, but at least the rows that give the
 // block about kBandThreads threads, and no more than the threads allow.
 inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
@@ -300,7 +306,8 @@ inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, 
                                 std::size_t shared_limit, int max_threads, std::int64_t max_blocks,
                                 int sm_count, std::int64_t band_rows, const LaunchConfig& fallback) {
   const std::int64_t taps = kh * kw - 1, halo = kh - 1, G = channel_groups(C);
-  if (fallback.wide_index || taps < 1 || max_threads < kCommThreads + 32) return fallback;
+  if (fallback.wide_index || taps < 1 || max_threads < kCommThreads + kWarp) return fallback;
+  max_threads = static_cast<int>(imin(max_threads, kMaxThreadsBand));
   const std::int64_t S = imin(kMaxSplit, taps);
   const std::int64_t max_pairs = (max_threads - kCommThreads) / S;  // per round of a diagonal
   std::int64_t h = band_rows;
@@ -520,11 +527,11 @@ __device__ __forceinline__ void write_output(const SolveParams<scalar_t, acc_t>&
 // image: the kh - 1 halo rows above the band, then its own rows [i0, i1), then the ticket.
 // Pass (1) puts z = M y in the band's rows. Pass (2) walks the global anti-diagonals D the band
 // has pixels on; per diagonal:
-//  * the comm warp (the last kCommThreads threads): lane 0 publishes that the band finished
-//    every diagonal before D (a release store of progress[b][r]); each lane polls the band
-//    above until it finished D (acquire loads, the value kept: one poll answers for every
-//    diagonal it covers) and copies that band's values on diagonal D from the global scratch
-//    into the halo rows -- read only from diagonal D + 1 on;
+//  * the comm warps (the last kCommThreads threads): lane 0 of the second publishes that the
+//    band finished every diagonal before D (a release store of progress[b][r]); each lane of
+//    the first polls the band above until it finished D (acquire loads, the value kept: one
+//    poll answers for every diagonal it covers) and copies that band's values on diagonal D
+//    from the global scratch into the halo rows -- read only from diagonal D + 1 on;
 //  * the other threads, `split` to a pair: thread s of a pair sums its taps s, s + split, ...
 //    (x = z - sum over the taps of W' x, the taps' order fixed); s > 0 leave their K partial
 //    sums in red; a barrier; s = 0 adds them in s order, writes x into the band, to the output
@@ -559,9 +566,11 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
     scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
     const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
 
-    // the comm warp: copy the above band's values on diagonal `diag` into the halo rows, once the
-    // band above has finished it (ready: the last progress read)
-    const bool comm = tid >= compute;
+    // the comm warps: the first copies the above band's values on diagonal `diag` into the halo
+    // rows, once the band above has finished it (ready: the last progress read); lane 0 of the
+    // second publishes
+    const bool copier = tid >= compute && tid < compute + kWarp;
+    const bool publisher = tid == compute + kWarp;
     const unsigned lane = tid - compute;
     int ready = 0;
     auto copy_halo = [&](I diag) {
@@ -569,12 +578,12 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
         ready = Policy::read_progress(above);
         if (ready <= diag) spin_pause();
       }
-      for (I e = lane; e < hh * d.C; e += kCommThreads) {
+      for (I e = lane; e < hh * d.C; e += kWarp) {
         const I rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
         if (jj >= 0 && jj < d.W) band[(rr * d.W + jj) * d.C + c] = halo_in[(rr * d.W + jj) * d.C + c];
       }
     };
-    if (comm && has_above)  // the halo on the diagonals before the band's first, i0
+    if (copier && has_above)  // the halo on the diagonals before the band's first, i0
       for (I diag = i0 - hh > 0 ? i0 - hh : 0; diag < i0; ++diag) copy_halo(diag);
     right_hand_side(p, b, d, block_walk(d.W), m_packed, own, i0, i1);
     __syncthreads();  // z and the first halo written
@@ -588,10 +597,8 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
                      static_cast<unsigned>(pair_slots / d.G), static_cast<unsigned>(pair_slots % d.G)};
     const I last = i1 - 1 + d.W - 1;
     for (I diag = i0; diag <= last; ++diag) {
-      if (comm) {
-        if (lane == 0 && diag > i0) Policy::publish_progress(mine, static_cast<int>(diag));
-        if (has_above && diag <= i0 + d.W - 2) copy_halo(diag);  // the halo's last: (i0 - 1, W - 1)
-      }
+      if (publisher && diag > i0) Policy::publish_progress(mine, static_cast<int>(diag));
+      if (copier && has_above && diag <= i0 + d.W - 2) copy_halo(diag);  // the halo's last: (i0 - 1, W - 1)
       const I i_lo = diag - (d.W - 1) > i0 ? diag - (d.W - 1) : i0;
       const I pixels = (i1 - 1 < diag ? i1 - 1 : diag) - i_lo + 1;
       I k = slots.first_major, g = slots.first_minor;
@@ -639,7 +646,7 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
         if (g >= d.G) { g -= d.G; ++k; }
       }
     }
-    if (comm && lane == 0) Policy::publish_progress(mine, static_cast<int>(last + 1));
+    if (publisher) Policy::publish_progress(mine, static_cast<int>(last + 1));
   }
 }
 
@@ -653,7 +660,8 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
 // (write_output).
 template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t,
           typename Policy = ActivePolicy>
-__global__ void __launch_bounds__(sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kImage == kImageBand ? kMaxThreadsBand
+                                  : sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
     wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
   using I = typename Policy::template Offset<index_t>;
   using J = typename Policy::Counter;

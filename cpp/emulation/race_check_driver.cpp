@@ -133,9 +133,9 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image, boo
          uniform(0, 3) == 0, 0, 0};
   if (bands_only) k.H = uniform(4, 12);  // several bands an image
   switch (bands_only ? 0 : uniform(0, 3)) {  // bands: asked for by rows (any height, one band too), or by a device
-    case 0:  // (the comm warp and one warp of pairs: at least 64 threads, the band in shared memory)
+    case 0:  // (the comm warps and one warp of pairs: at least 96 threads, the band in shared memory)
       k.band_rows = uniform(1, 6), k.wide_index = false;
-      k.threads = static_cast<int>(32 * uniform(2, 8)), k.shared_limit = shared_choices[uniform(1, 2)];
+      k.threads = static_cast<int>(32 * uniform(3, 8)), k.shared_limit = shared_choices[uniform(1, 2)];
       break;
     case 1: k.sm_count = static_cast<int>(uniform(2, 132)); k.wide_index = false; break;
     default: break;
