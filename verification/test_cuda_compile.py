@@ -27,9 +27,10 @@ def test_cuda_source_compiles_clean_without_spills_or_local_memory(source):
     res = compile_check(source, ARCHS)
     assert res.returncode == 0, "nvcc failed:\n" + res.output[-6000:]
     # the plan's two kernels for float, double, half, bfloat16 and each architecture; the solve
-    # kernel in ten variants of each (wavefront_kernel.cuh's solve_kernel: taps shared or
-    # global x image shared, in a ring, global with 32-bit indices; ring or global with 64-bit)
-    for name, variants in (("wavefront_solve_kernel", 10), ("lower_inverse_kernel", 2),
+    # kernel in twelve variants of each (wavefront_kernel.cuh's solve_kernel: taps shared or
+    # global x image shared, in a ring, global, in bands with 32-bit indices; ring or global
+    # with 64-bit)
+    for name, variants in (("wavefront_solve_kernel", 12), ("lower_inverse_kernel", 2),
                            ("fold_taps_kernel", 1)):
         found = sorted(k.arch for k in res.kernels if name in k.name)
         assert found == sorted(ARCHS * 4 * variants), (name, res.output[-3000:])
