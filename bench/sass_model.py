@@ -134,10 +134,11 @@ def launch_band(B, C, H, W, kh, kw, acc_size, shared_limit, sms=132, max_threads
     (bench/test_sass_model.py checks it against the compiled one)."""
     taps, halo, G = kh * kw - 1, kh - 1, -(-C // 4)
     max_threads = min(max_threads, 512)  # kMaxThreadsBand
-    if taps < 1 or sms <= 0 or 2 * B > sms:
+    comm = (max(1, -(-halo * C // (32 * 4))) + 1) * 32  # band_comm_threads
+    if taps < 1 or sms <= 0 or 2 * B > sms or max_threads < comm + 32:
         return None
     S = min(8, taps)
-    max_pairs = (max_threads - 64) // S
+    max_pairs = (max_threads - comm) // S
     fill = -(-H // (sms // B))
     h = max(fill, max(1, 256 // (S * G)))
     if min(h, W) * G > max_pairs:
@@ -146,7 +147,7 @@ def launch_band(B, C, H, W, kh, kw, acc_size, shared_limit, sms=132, max_threads
 
     def compute_for(rows):
         pairs = min(min(rows, W) * G, max_pairs)
-        return min(-(-pairs * S // 32) * 32, max_threads - 64)
+        return min(-(-pairs * S // 32) * 32, max_threads - comm)
 
     def size(rows, taps_shared):
         values = ((kh * kw + 1) * G * C * 4 if taps_shared else 0) + compute_for(rows) * 4 + \
@@ -162,7 +163,7 @@ def launch_band(B, C, H, W, kh, kw, acc_size, shared_limit, sms=132, max_threads
     if bands < 2:
         return None
     compute = compute_for(h)
-    return BandLaunch(compute + 64, compute, S, h, bands, G, taps_shared)
+    return BandLaunch(compute + comm, compute, S, h, bands, G, taps_shared)
 
 
 def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: dict = MACHINE) -> dict:
@@ -170,10 +171,11 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
     band and anti-diagonal (the bands run in lockstep, each trailing the one above):
       * the pairs' threads: their taps (ceil(taps / split) of them) -- the tap loop's path and
         its dot loops (issue: the warps each scheduler holds; latency: per dot iteration a
-        shared-memory load, then the FMAs into one accumulator) -- while the copying comm warp
-        polls the band above (low: never, its value answering many diagonals; high: one L2
-        round trip a diagonal), loads the halo values from L2 and stores them to shared memory;
-      * a barrier; the sum of the split partial sums (a shared-memory load, split - 1
+        shared-memory load, then the FMAs into one accumulator) -- while the copier warps store
+        the halo values they loaded during the diagonal before (waiting only for what of the L2
+        latency that diagonal did not cover) and poll the band above (low: never, its value
+        answering many diagonals; high: one L2 round trip a diagonal);
+      * a barrier; each channel's sum of the split partial sums (shared-memory loads, split
         dependent adds, x = z - sum) and the round's own instructions (the SASS loop around the
         tap loop); a barrier;
       * the publishing warp's release fence overlaps both (it is its own warp).
@@ -194,8 +196,7 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
     lat_t = m["lds_latency"] if launch.taps_in_shared else m["l1_latency"]
     lat_load = max(m["lds_latency"], lat_t)
     partial = per_thread_taps * sum(lat_load + it * fma_lat for it in dot_iters)
-    summed = m["lds_latency"] + (S - 1) * fma_lat + fma_lat
-    copy = [m["l2_latency"] + m["lds_latency"] + poll for poll in (0, m["l2_latency"])]
+    summed = m["lds_latency"] + S * fma_lat + fma_lat
     sched = m["schedulers"]
     slots = launch.compute // S
     cycles = [0.0, 0.0]
@@ -206,8 +207,10 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
         warps = -(-min(pairs, slots) * S // 32)
         per_sched = -(-warps // sched)
         for k in (0, 1):
-            first = max(per_sched * per_thread[k], partial, copy[k])
-            cycles[k] += rounds * (first + m["barrier"] + summed + m["barrier"])
+            rest = rounds * (max(per_sched * per_thread[k], partial) + 2 * m["barrier"] + summed)
+            poll = (0, m["l2_latency"])[k]
+            copy = m["lds_latency"] + poll + max(0, m["l2_latency"] - rest)  # loaded a diagonal ago
+            cycles[k] += max(rest, copy + 2 * m["barrier"] + summed)
     # the critical path: the first band's diagonals, then each further band's own last rows
     # (h more diagonals each) -- (H + W - 1) diagonals in all -- and a hand-off per band
     per_diag = [c / (h + W - 1) for c in cycles]

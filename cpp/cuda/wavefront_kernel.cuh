@@ -72,15 +72,23 @@ constexpr int kImageShared = 1;
 constexpr int kImageRing = 2;
 constexpr int kImageBand = 3;
 
-// kImageBand: threads that share one pair's taps, at most (k = 3: one tap each); the two comm
-// warps, which solve nothing -- one copies the halo (its waits on the band above), one publishes
-// the band's progress (a release store: a device-scope fence, hundreds of cycles), so neither
-// stands on the pairs' path nor on the other's; the threads a band's block aims at (its rows
-// are chosen for it: about 2 warps a scheduler, the dependent chain rather than issue the limit).
+// kImageBand: threads that share one pair's taps, at most (k = 3: one tap each); the comm warps,
+// which solve nothing -- copier warps for the halo (their waits on the band above; each lane
+// holds up to kHaloPerLane values in registers between loading and storing them: enough
+// copiers for the kh - 1 rows x C channels of a diagonal) and one publishing warp (a release
+// store: a device-scope fence, hundreds of cycles) -- so neither stands on the pairs' path nor
+// on the other's; the threads a band's block aims at (its rows are chosen for it: about 2 warps
+// a scheduler, the dependent chain rather than issue the limit).
 constexpr int kMaxSplit = 8;
 constexpr int kWarp = 32;
-constexpr int kCommThreads = 2 * kWarp;
+constexpr int kHaloPerLane = 4;
 constexpr int kBandThreads = 256;
+
+// The comm threads of a band's block: the copier warps and the publishing warp.
+INVCONV_HOST_DEVICE inline std::int64_t band_comm_threads(std::int64_t C, std::int64_t kh) {
+  const std::int64_t halo_values = (kh - 1) * C, per_warp = kWarp * kHaloPerLane;
+  return (imax(1, (halo_values + per_warp - 1) / per_warp) + 1) * kWarp;
+}
 
 template <typename scalar_t, typename acc_t>
 struct SolveParams {
@@ -306,10 +314,11 @@ inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, 
                                 std::size_t shared_limit, int max_threads, std::int64_t max_blocks,
                                 int sm_count, std::int64_t band_rows, const LaunchConfig& fallback) {
   const std::int64_t taps = kh * kw - 1, halo = kh - 1, G = channel_groups(C);
-  if (fallback.wide_index || taps < 1 || max_threads < kCommThreads + kWarp) return fallback;
+  const std::int64_t comm = band_comm_threads(C, kh);
   max_threads = static_cast<int>(imin(max_threads, kMaxThreadsBand));
+  if (fallback.wide_index || taps < 1 || max_threads < comm + kWarp) return fallback;
   const std::int64_t S = imin(kMaxSplit, taps);
-  const std::int64_t max_pairs = (max_threads - kCommThreads) / S;  // per round of a diagonal
+  const std::int64_t max_pairs = (max_threads - comm) / S;  // per round of a diagonal
   std::int64_t h = band_rows;
   if (h <= 0) {
     if (sm_count <= 0 || 2 * B > sm_count) return fallback;
@@ -320,7 +329,7 @@ inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, 
   h = imax(h, imax(halo, 1));
   auto compute_for = [&](std::int64_t rows) {
     const std::int64_t pairs = imin(imin(rows, W) * G, max_pairs);
-    return static_cast<int>(imin(((pairs * S + 31) / 32) * 32, max_threads - kCommThreads));
+    return static_cast<int>(imin(((pairs * S + 31) / 32) * 32, max_threads - comm));
   };
   bool taps_shared = true;
   auto fits = [&](std::int64_t rows) {
@@ -335,7 +344,7 @@ inline LaunchConfig band_config(std::int64_t B, std::int64_t C, std::int64_t H, 
   cfg.image = kImageBand;
   cfg.bands = bands, cfg.band_rows = h, cfg.split = static_cast<int>(S);
   cfg.compute_threads = compute_for(h);
-  cfg.threads = cfg.compute_threads + kCommThreads;
+  cfg.threads = static_cast<int>(cfg.compute_threads + comm);
   cfg.blocks = imax(1, imin(B * bands, max_blocks));  // a block takes band after band (tickets)
   cfg.taps_in_shared = taps_shared;
   cfg.shared_bytes = band_shared_bytes(C, W, kh, kw, h, cfg.compute_threads, acc_size, taps_shared);
@@ -527,16 +536,19 @@ __device__ __forceinline__ void write_output(const SolveParams<scalar_t, acc_t>&
 // image: the kh - 1 halo rows above the band, then its own rows [i0, i1), then the ticket.
 // Pass (1) puts z = M y in the band's rows. Pass (2) walks the global anti-diagonals D the band
 // has pixels on; per diagonal:
-//  * the comm warps (the last kCommThreads threads): lane 0 of the second publishes that the
-//    band finished every diagonal before D (a release store of progress[b][r]); each lane of
-//    the first polls the band above until it finished D (acquire loads, the value kept: one
-//    poll answers for every diagonal it covers) and copies that band's values on diagonal D
-//    from the global scratch into the halo rows -- read only from diagonal D + 1 on;
+//  * the comm warps (the last band_comm_threads threads): lane 0 of the last publishes that the
+//    band finished every diagonal before D (a release store of progress[b][r]); the copiers
+//    store the above band's values on diagonal D into the halo rows (read only from D + 1 on),
+//    loaded into registers during D - 1, then poll the band above until it finished D + 1
+//    (acquire loads, the value kept: one poll answers for every diagonal it covers) and load
+//    its values on D + 1 -- so a band trails the one above by two diagonals, and the halo's
+//    L2 latency overlaps a whole diagonal;
 //  * the other threads, `split` to a pair: thread s of a pair sums its taps s, s + split, ...
-//    (x = z - sum over the taps of W' x, the taps' order fixed); s > 0 leave their K partial
-//    sums in red; a barrier; s = 0 adds them in s order, writes x into the band, to the output
-//    and, in the band's last kh - 1 rows, to the global scratch for the band below; a barrier
-//    (the diagonal's: what it wrote is read from D + 1 on).
+//    (the taps' order fixed) and leaves its K partial sums in red; a barrier; thread s adds the
+//    pair's split partial sums of channel c0 + s (and c0 + s + split, ...) in s order and
+//    writes x = z - sum into the band, to the output and, in the band's last kh - 1 rows, to
+//    the global scratch for the band below; a barrier (the diagonal's: what it wrote is read
+//    from D + 1 on).
 // More pairs than the threads hold: rounds, each with its two barriers (uniform over the block).
 // The sum's order differs from the one-block kernel's (taps in order): within rounding of it,
 // not bit-identical.
@@ -566,25 +578,39 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
     scalar_t* const ob = p.out + b * static_cast<I>(p.os.sb);
     const I osc = static_cast<I>(p.os.sc), osh = static_cast<I>(p.os.sh), osw = static_cast<I>(p.os.sw);
 
-    // the comm warps: the first copies the above band's values on diagonal `diag` into the halo
-    // rows, once the band above has finished it (ready: the last progress read); lane 0 of the
-    // second publishes
-    const bool copier = tid >= compute && tid < compute + kWarp;
-    const bool publisher = tid == compute + kWarp;
-    const unsigned lane = tid - compute;
+    // the comm warps: the copiers (after the pairs' threads) move the above band's values on a
+    // diagonal into the halo rows -- loaded into registers (held) one diagonal ahead, once the
+    // band above has finished that diagonal (ready: the last progress read), stored the next;
+    // lane 0 of the last warp publishes
+    const I copiers = static_cast<I>(blockDim.x) - static_cast<I>(compute) - kWarp;  // threads
+    const bool copier = has_above && tid >= compute && static_cast<I>(tid) < static_cast<I>(compute) + copiers;
+    const bool publisher = tid == blockDim.x - kWarp;
+    const I lane = static_cast<I>(tid) - static_cast<I>(compute);
+    const I last_halo = i0 + d.W - 2;  // the halo's last diagonal: (i0 - 1, W - 1)
     int ready = 0;
-    auto copy_halo = [&](I diag) {
+    acc_t held[kHaloPerLane];
+    auto load_halo = [&](I diag) {
       while (ready <= diag) {
         ready = Policy::read_progress(above);
         if (ready <= diag) spin_pause();
       }
-      for (I e = lane; e < hh * d.C; e += kWarp) {
-        const I rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
-        if (jj >= 0 && jj < d.W) band[(rr * d.W + jj) * d.C + c] = halo_in[(rr * d.W + jj) * d.C + c];
+#pragma unroll
+      for (int m = 0; m < kHaloPerLane; ++m) {
+        const I e = lane + m * copiers, rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
+        if (e < hh * d.C && jj >= 0 && jj < d.W) held[m] = halo_in[(rr * d.W + jj) * d.C + c];
       }
     };
-    if (copier && has_above)  // the halo on the diagonals before the band's first, i0
-      for (I diag = i0 - hh > 0 ? i0 - hh : 0; diag < i0; ++diag) copy_halo(diag);
+    auto store_halo = [&](I diag) {
+#pragma unroll
+      for (int m = 0; m < kHaloPerLane; ++m) {
+        const I e = lane + m * copiers, rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
+        if (e < hh * d.C && jj >= 0 && jj < d.W) band[(rr * d.W + jj) * d.C + c] = held[m];
+      }
+    };
+    if (copier) {  // the halo on the diagonals before the band's first, i0; then i0's, held
+      for (I diag = i0 - hh > 0 ? i0 - hh : 0; diag < i0; ++diag) load_halo(diag), store_halo(diag);
+      if (i0 <= last_halo) load_halo(i0);
+    }
     right_hand_side(p, b, d, block_walk(d.W), m_packed, own, i0, i1);
     __syncthreads();  // z and the first halo written
 
@@ -598,7 +624,10 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
     const I last = i1 - 1 + d.W - 1;
     for (I diag = i0; diag <= last; ++diag) {
       if (publisher && diag > i0) Policy::publish_progress(mine, static_cast<int>(diag));
-      if (copier && has_above && diag <= i0 + d.W - 2) copy_halo(diag);  // the halo's last: (i0 - 1, W - 1)
+      if (copier && diag <= last_halo) {  // diagonal diag's halo, read from diag + 1 on; the next, held
+        store_halo(diag);
+        if (diag + 1 <= last_halo) load_halo(diag + 1);
+      }
       const I i_lo = diag - (d.W - 1) > i0 ? diag - (d.W - 1) : i0;
       const I pixels = (i1 - 1 < diag ? i1 - 1 : diag) - i_lo + 1;
       I k = slots.first_major, g = slots.first_minor;
@@ -617,29 +646,22 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
             Policy::tap_dot(acc, packed + ((a * d.kw + bb) * d.G + g) * (d.C * K),
                             band + ((ii - i0 + hh) * d.W + jj) * d.C, d.Ci);
           }
-          if (s != 0) {
-            acc_t* const mine_red = red + tid * K;
+          acc_t* const mine_red = red + tid * K;
 #pragma unroll
-            for (int l = 0; l < K; ++l) mine_red[l] = acc[l];
-          }
+          for (int l = 0; l < K; ++l) mine_red[l] = acc[l];
         }
         Policy::reduction_barrier();
-        if (active && s == 0) {
-          for (I t = 1; t < S; ++t) {
-            const Lanes<acc_t> part = load_lanes(red + (tid + t) * K);
-#pragma unroll
-            for (int l = 0; l < K; ++l) acc[l] += part.v[l];
+        if (active) {  // thread s finishes channels c0 + s, c0 + s + S, ... of the pair: z - sum
+          const acc_t* const pair_red = red + (static_cast<I>(tid) - s) * K;
+          for (J l = s; l < K && c0 + l < d.C; l += static_cast<J>(S)) {
+            acc_t sum = acc_t(0);
+            for (I t = 0; t < S; ++t) sum += pair_red[t * K + l];
+            acc_t* const xp = own + ((i - i0) * d.W + j) * d.C + c0 + l;
+            const acc_t x = *xp - sum;
+            *xp = x;
+            if (has_below && i >= i1 - hh) halo_out[((i - (i1 - hh)) * d.W + j) * d.C + c0 + l] = x;
+            ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
           }
-          acc_t* const xp = own + ((i - i0) * d.W + j) * d.C + c0;
-          acc_t* const hp = (has_below && i >= i1 - hh) ? halo_out + ((i - (i1 - hh)) * d.W + j) * d.C + c0 : nullptr;
-#pragma unroll
-          for (int l = 0; l < K; ++l)
-            if (c0 + l < d.C) {
-              const acc_t x = xp[l] - acc[l];
-              xp[l] = x;
-              if (hp) hp[l] = x;
-              ob[(c0 + l) * osc + i * osh + j * osw] = static_cast<scalar_t>(x);
-            }
         }
         Policy::diagonal_barrier();
         k += slots.step_major, g += slots.step_minor;

@@ -22,6 +22,7 @@
 
 #include "simt_emulation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -131,7 +132,10 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image, boo
   Case k{uniform(1, 3), uniform(1, 9), uniform(1, 6), uniform(1, 6), uniform(1, 4), uniform(1, 4),
          thread_choices[uniform(0, 2)], uniform(1, 3), shared_choices[uniform(0, 3)],
          uniform(0, 3) == 0, 0, 0};
-  if (bands_only) k.H = uniform(4, 12);  // several bands an image
+  if (bands_only) {  // several bands an image; now and then a halo of more values than a copier
+    k.H = uniform(4, 12);  // warp holds (kHaloPerLane each of its lanes): several copier warps
+    if (uniform(0, 3) == 0) k.C = uniform(0, 1) ? 48 : 20;
+  }
   switch (bands_only ? 0 : uniform(0, 3)) {  // bands: asked for by rows (any height, one band too), or by a device
     case 0:  // (the comm warps and one warp of pairs: at least 96 threads, the band in shared memory)
       k.band_rows = uniform(1, 6), k.wide_index = false;
@@ -141,7 +145,8 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image, boo
     default: break;
   }
   if (uniform(0, 2) == 0)  // room for the taps and the ring of diagonals, not the image
-    k.shared_limit = (ck::packed_size(k.C, k.kh, k.kw) + (k.kh + k.kw - 1) * k.H * k.C) * sizeof(acc_t);
+    k.shared_limit = std::min<std::size_t>(
+        227 * 1024, (ck::packed_size(k.C, k.kh, k.kw) + (k.kh + k.kw - 1) * k.H * k.C) * sizeof(acc_t));
   const bool flip_rows = uniform(0, 1), flip_cols = uniform(0, 1), reverse_channels = uniform(0, 1);
   const std::int64_t C = k.C, H = k.H, W = k.W, numel = k.B * C * H * W;
   std::vector<scalar_t> y(numel), out(numel, scalar_t(NAN));
