@@ -140,7 +140,7 @@ def launch_band(B, C, H, W, kh, kw, acc_size, shared_limit, sms=132, max_threads
     S = min(8, taps)
     max_pairs = (max_threads - comm) // S
     fill = -(-H // (sms // B))
-    h = max(fill, max(1, 256 // (S * G)))
+    h = max(fill, max(1, 128 // (S * G)))  # kBandThreads
     if min(h, W) * G > max_pairs:
         h = max(1, max_pairs // G)
     h = max(h, max(halo, 1))
@@ -181,7 +181,7 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
       * the publishing warp's release fence overlaps both (it is its own warp).
     Plus: the hand-off down the bands (per band: its publish fence and a poll, two L2 round
     trips), pass 1 (z = M y of the band's rows, as model_solve's), staging the taps, the ticket
-    (an L2 atomic), the plan kernels and launches, and the zeroing of the flags (a launch)."""
+    (an L2 atomic), the plan kernels and launches (the fold kernel zeroes the flags)."""
     B, C, H, W = shape
     kh = kw = K_SIZE
     nb = kh * kw - 1
@@ -227,7 +227,7 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
     waves = -(-(B * launch.bands) // m["sms"])
     plan_cycles = lower_inverse_cycles(C, parallel=True, m=m) + C * m["fma64_latency"] + m["l2_latency"]
     us = lambda c: c / (m["clock_ghz"] * 1e3)  # noqa: E731
-    plan_us = us(plan_cycles) + 4 * m["launch_us"]  # the two plan kernels, the flags' zeroing, the solve
+    plan_us = us(plan_cycles) + 3 * m["launch_us"]  # the two plan kernels (the fold zeroes the flags), the solve
     low, high = (waves * us(wave[k] + fixed) + plan_us for k in (0, 1))
     return {"shape": list(shape), "threads": launch.threads, "bands": launch.bands, "rows": h,
             "split": S, "taps_in_shared": launch.taps_in_shared, "image": "band",

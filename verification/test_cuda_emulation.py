@@ -183,7 +183,7 @@ def test_batches_that_leave_the_device_idle_are_split_into_bands():
     one block per image."""
     from invconv_core import _simt
     lim = 227 * 1024
-    for (B, C, H, W), rows in (((1, 4, 256, 256), 32), ((8, 12, 64, 64), 10)):
+    for (B, C, H, W), rows in (((1, 4, 256, 256), 16), ((8, 12, 64, 64), 5)):
         c = _simt.launch_config(B, C, H, W, 3, 3, 4, lim, False, sm_count=132)
         assert c["image"] == "band" and c["split"] == 8 and c["band_rows"] == rows, c
         assert c["bands"] == -(-H // rows) and c["blocks"] == B * c["bands"] <= 132
@@ -195,18 +195,19 @@ def test_batches_that_leave_the_device_idle_are_split_into_bands():
     assert _simt.launch_config(1, 4, 256, 256, 1, 1, 4, lim, False, sm_count=132)["image"] != "band"
     # a band too wide for the default 48 KiB: thinner bands, not none
     c = _simt.launch_config(1, 4, 256, 256, 3, 3, 4, 48 * 1024, False, sm_count=132)
-    assert c["image"] == "band" and c["band_rows"] < 32 and c["shared_bytes"] <= 48 * 1024
+    assert c["image"] == "band" and c["band_rows"] <= 16 and c["shared_bytes"] <= 48 * 1024
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("transpose", [False, True])
 def test_a_small_batch_on_a_132_sm_device_is_solved_in_bands(dtype, transpose):
     """The band path as a GPU chooses it (sm_count only, no band_rows): one 4 x 40 x 40 image,
-    2 bands of 32 rows -- against the compiled CPU core and the one-block-per-image kernel
-    (a different order of summation: within rounding, not bit-identical)."""
+    3 bands of 16 rows -- against the compiled CPU core and the one-block-per-image kernel
+    (a different order of summation: within rounding, not bit-identical). The flags the fold
+    kernel zeroes start at -1 under the emulation (a reused GPU buffer's garbage)."""
     from invconv_core import _simt
     assert _simt.launch_config(1, 4, 40, 40, 3, 3, dtype.itemsize, 227 * 1024, False,
-                               sm_count=132)["bands"] == 2
+                               sm_count=132)["bands"] == 3
     w, y = operands(4, 3, 3, "BR", (1, 4, 40, 40), dtype, seed=11)
     got = emulated_inv_conv2d(y, w, "BR", transpose, sm_count=132, shared_limit=227 * 1024)
     one_block = emulated_inv_conv2d(y, w, "BR", transpose, shared_limit=227 * 1024)

@@ -8,7 +8,8 @@
 //    C + 1 barriers deep instead of a C^2/2-long dependent chain per column (its former form);
 //  * fold_taps_kernel: one thread per entry of the packed taps and M (plan_math.h's layout for
 //    the solve kernel), a dot product of length <= C each: the fold is spread over its
-//    (kh kw + 1) G K C output entries, no thread runs a C x C chain.
+//    (kh kw + 1) G K C output entries, no thread runs a C x C chain. It also zeroes the banded
+//    solve's progress flags (a launch fewer per small-batch solve).
 #pragma once
 
 #include <cstdint>
@@ -58,10 +59,12 @@ __global__ void lower_inverse_kernel(const scalar_t* w, const PlanParams g, doub
 // The packed taps and M (plan_math.h: packed_entry): one thread per entry.
 template <typename scalar_t, typename acc_t>
 __global__ void fold_taps_kernel(const scalar_t* w, const PlanParams g, const double* linv,
-                                 acc_t* packed, std::int64_t n) {
-  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
-    packed[e] = static_cast<acc_t>(packed_entry(w, g, linv, e));
+                                 acc_t* packed, std::int64_t n, int* clear, std::int64_t n_clear) {
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t step = static_cast<std::int64_t>(blockDim.x) * gridDim.x;
+  for (std::int64_t e = first; e < n; e += step) packed[e] = static_cast<acc_t>(packed_entry(w, g, linv, e));
+  // the solve's progress flags and ticket counter (kImageBand), zeroed here: no launch of its own
+  for (std::int64_t e = first; e < n_clear; e += step) clear[e] = 0;
 }
 
 // Launch shapes: lower_inverse_kernel, one block with a thread per update of its widest step

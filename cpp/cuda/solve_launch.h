@@ -65,7 +65,7 @@ struct PreparedSolve {
   cuda_kernels::SolveParams<scalar_t, acc_t> params;
   cuda_kernels::LaunchConfig config;
   at::Tensor scratch;
-  at::Tensor progress;  // kImageBand: the bands' progress flags and the ticket counter, zeroed
+  at::Tensor progress;  // kImageBand: the bands' progress flags and the ticket counter
 };
 
 // y: the right-hand side (any strides); out: a contiguous tensor of y's shape, dtype and
@@ -106,7 +106,10 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
     p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
   }
   if (const int64_t flags = cuda_kernels::progress_values(s.config, B)) {
-    s.progress = at::zeros({flags}, y.options().dtype(at::kInt));
+    s.progress = at::empty({flags}, y.options().dtype(at::kInt));  // zeroed by fold_taps_kernel
+#if defined(INVCONV_SIMT_EMULATION)
+    s.progress.fill_(-1);  // as a reused GPU buffer may hold: a flag left unzeroed shows
+#endif
     p.progress = s.progress.template mutable_data_ptr<int>();
   }
   p.bands = s.config.bands;
@@ -128,16 +131,17 @@ void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool 
   DevicePlan d = prepare_plan(weight, order, transpose, y.size(2), y.size(3),
                               std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat);
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  PreparedSolve<scalar_t, acc_t> s = prepare_solve<scalar_t, acc_t>(
+      y, d.plan, d.packed, out, shared_limit, max_threads, max_blocks, force_wide_index, sm_count,
+      band_rows);
   launch(d.launch.inverse_shared_bytes ? &cuda_kernels::lower_inverse_kernel<scalar_t, true>
                                        : &cuda_kernels::lower_inverse_kernel<scalar_t, false>,
          dim3(d.launch.channel_blocks), dim3(d.launch.threads), d.launch.inverse_shared_bytes, w,
          d.params, d.linv.mutable_data_ptr<double>());
   launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>, dim3(d.launch.fold_blocks),
          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
-         d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries);
-  PreparedSolve<scalar_t, acc_t> s = prepare_solve<scalar_t, acc_t>(
-      y, d.plan, d.packed, out, shared_limit, max_threads, max_blocks, force_wide_index, sm_count,
-      band_rows);
+         d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries, s.params.progress,
+         cuda_kernels::progress_values(s.config, y.size(0)));
   launch(cuda_kernels::solve_kernel<scalar_t, acc_t>(s.config),
          dim3(static_cast<unsigned>(s.config.blocks)), dim3(static_cast<unsigned>(s.config.threads)),
          s.config.shared_bytes, s.params);

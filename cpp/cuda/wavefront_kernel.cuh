@@ -77,12 +77,13 @@ constexpr int kImageBand = 3;
 // holds up to kHaloPerLane values in registers between loading and storing them: enough
 // copiers for the kh - 1 rows x C channels of a diagonal) and one publishing warp (a release
 // store: a device-scope fence, hundreds of cycles) -- so neither stands on the pairs' path nor
-// on the other's; the threads a band's block aims at (its rows are chosen for it: about 2 warps
-// a scheduler, the dependent chain rather than issue the limit).
+// on the other's; the threads a band's block aims at (its rows are chosen for it: about a warp
+// a scheduler of pairs: the dependent chain rather than issue the limit, by bench/sass_model.py
+// --bands).
 constexpr int kMaxSplit = 8;
 constexpr int kWarp = 32;
 constexpr int kHaloPerLane = 4;
-constexpr int kBandThreads = 256;
+constexpr int kBandThreads = 128;
 
 // The comm threads of a band's block: the copier warps and the publishing warp.
 INVCONV_HOST_DEVICE inline std::int64_t band_comm_threads(std::int64_t C, std::int64_t kh) {

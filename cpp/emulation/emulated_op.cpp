@@ -97,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> device_plan_emulated(
     invconv_simt::launch(&cuda_kernels::fold_taps_kernel<scalar_t, acc_t>, dim3(d.launch.fold_blocks),
                          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params,
                          d.linv.const_data_ptr<double>(), d.packed.mutable_data_ptr<acc_t>(),
-                         d.launch.packed_entries - skip_last);
+                         d.launch.packed_entries - skip_last, static_cast<int*>(nullptr), std::int64_t{0});
     const int64_t C = weight.size(0);
     at::Tensor linv_ref = at::empty({C, C}, d.linv.options());
     for (int64_t j = 0; j < C; ++j)
