@@ -1,12 +1,12 @@
 """A few small CUDA solves for compute-sanitizer (memcheck, racecheck), run by bench/gpu.py:
-every dtype, every order, forward and adjoint, an image kept in shared memory (96×80: with the
-device's opt-in above 48 KiB), a kernel larger than the image, more images than blocks would
-hold in one pass; then, in float32, the kernel's other two places for the image (docs/design.md
-§5): a ring of its last diagonals in shared memory (1×4×200×160: 512 KB of image) and the global
-scratch (1×48×256×8: even the ring, 245 KB, is past 227 KiB beside the taps) -- those with one
-block per image (INVCONV_CUDA_BANDS=0) and then in bands of rows over several blocks, as a batch
-of one is solved by default (tickets, progress flags and halo rows between blocks: the
-multi-block case). Exits non-zero if a result is not finite."""
+every dtype, every order, forward and adjoint, a kernel larger than the image, more images than
+blocks would hold in one pass, and two multi-block cases: 1×4×96×80 and 2×48×6×6 leave the SMs
+idle, so launch_config splits them into bands of rows over several blocks (6 and 3 bands an
+image: tickets, progress flags and halo rows between blocks, docs/design.md §5); then, in
+float32 with one block per image (INVCONV_CUDA_BANDS=0), the kernel's other two places for the
+image: a ring of its last diagonals in shared memory (1×4×200×160: 512 KB of image) and the
+global scratch (1×48×256×8: even the ring, 245 KB, is past 227 KiB beside the taps). Exits
+non-zero if a result is not finite."""
 
 import os
 import sys
@@ -27,12 +27,11 @@ for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             for out in (ic.inv_conv2d(y, w, order), ic.inv_conv2d_transpose(y, w, order)):
                 if not torch.isfinite(out).all():
                     sys.exit(f"non-finite result: {dtype} {(B, C, H, W, k)} {order}")
-for bands in ("0", "1"):
-    os.environ["INVCONV_CUDA_BANDS"] = bands  # read by the CUDA glue at every call
-    for B, C, H, W, k in [(1, 4, 200, 160, 3), (1, 48, 256, 8, 3)]:
-        w, y = operands(C, k, k, "TL", (B, C, H, W), torch.float32, "cuda", seed=C)
-        for out in (ic.inv_conv2d(y, w, "TL"), ic.inv_conv2d_transpose(y, w, "TL")):
-            if not torch.isfinite(out).all():
-                sys.exit(f"non-finite result: float32 {(B, C, H, W, k)} TL, INVCONV_CUDA_BANDS={bands}")
+os.environ["INVCONV_CUDA_BANDS"] = "0"  # read by the CUDA glue at every call: one block per image
+for B, C, H, W, k in [(1, 4, 200, 160, 3), (1, 48, 256, 8, 3)]:
+    w, y = operands(C, k, k, "TL", (B, C, H, W), torch.float32, "cuda", seed=C)
+    for out in (ic.inv_conv2d(y, w, "TL"), ic.inv_conv2d_transpose(y, w, "TL")):
+        if not torch.isfinite(out).all():
+            sys.exit(f"non-finite result: float32 {(B, C, H, W, k)} TL")
 torch.cuda.synchronize()
 print("sanitizer cases done")

@@ -36,11 +36,14 @@ def test_cuda_source_compiles_clean_without_spills_or_local_memory(source):
         assert found == sorted(ARCHS * 4 * variants), (name, res.output[-3000:])
     assert problems(res.kernels) == []
     solve = [k for k in res.kernels if "wavefront_solve_kernel" in k.name]
-    # 64 registers: 1024 threads a block; the 64-bit-index variants, 512 threads, 128 (their
-    # mangled template arguments: ..., image Li<n>E, then index type l (long), then the policy)
-    wide = re.compile(r"ELi\dEl")
-    assert all(k.barriers >= 1 and 0 < k.registers <= (128 if wide.search(k.name) else 64) for k in solve)
+    # 64 registers: 1024 threads a block; the 64-bit-index variants and the band variants, 512
+    # threads, 128 (their mangled template arguments: ..., image Li<n>E, then index type l
+    # (long) or i (int), then the policy; bands are image 3)
+    wide, band = re.compile(r"ELi\dEl"), re.compile(r"ELi3Ei")
+    bound512 = lambda name: wide.search(name) or band.search(name)  # noqa: E731
+    assert all(k.barriers >= 1 and 0 < k.registers <= (128 if bound512(k.name) else 64) for k in solve)
     assert sum(bool(wide.search(k.name)) for k in solve) == len(ARCHS) * 4 * 4
+    assert sum(bool(band.search(k.name)) for k in solve) == len(ARCHS) * 4 * 2
 
 
 PLANTED = {
