@@ -179,8 +179,9 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
         dependent adds, x = z - sum) and the round's own instructions (the SASS loop around the
         tap loop); a barrier;
       * the publishing warp's release fence overlaps both (it is its own warp).
-    Plus: the hand-off down the bands (per band: its publish fence and a poll, two L2 round
-    trips), pass 1 (z = M y of the band's rows, as model_solve's), staging the taps, the ticket
+    Plus, down the bands: per band the two diagonals it trails the band above by and a hand-off
+    (its publish fence and a poll, two L2 round trips); pass 1 (z = M y of the band's rows, as
+    model_solve's), staging the taps, the ticket
     (an L2 atomic), the plan kernels and launches (the fold kernel zeroes the flags)."""
     B, C, H, W = shape
     kh = kw = K_SIZE
@@ -212,10 +213,13 @@ def model_band(profile: dict, shape, launch: BandLaunch, acc_size: int = 4, m: d
             copy = m["lds_latency"] + poll + max(0, m["l2_latency"] - rest)  # loaded a diagonal ago
             cycles[k] += max(rest, copy + 2 * m["barrier"] + summed)
     # the critical path: the first band's diagonals, then each further band's own last rows
-    # (h more diagonals each) -- (H + W - 1) diagonals in all -- and a hand-off per band
+    # (h more diagonals each) -- (H + W - 1) diagonals in all -- plus, per band below the
+    # first, the two diagonals it trails the band above by (its halo loaded a diagonal ahead)
+    # and a hand-off (the publish fence and a poll)
     per_diag = [c / (h + W - 1) for c in cycles]
     handoff = 2 * m["l2_latency"]
-    wave = [per_diag[k] * (H + W - 1) + (launch.bands - 1) * handoff for k in (0, 1)]
+    wave = [per_diag[k] * (H + W - 1 + 2 * (launch.bands - 1)) + (launch.bands - 1) * handoff
+            for k in (0, 1)]
     active = min(B * launch.bands, m["sms"])
     bw_cycles_per_byte = m["clock_ghz"] * 1e9 / (m["dram_gb_s"] * 1e9 / active)
     items = h * W * launch.groups
