@@ -187,7 +187,8 @@ def test_batches_that_leave_the_device_idle_are_split_into_bands():
         c = _simt.launch_config(B, C, H, W, 3, 3, 4, lim, False, sm_count=132)
         assert c["image"] == "band" and c["split"] == 8 and c["band_rows"] == rows, c
         assert c["bands"] == -(-H // rows) and c["blocks"] == B * c["bands"] <= 132
-        assert c["threads"] == c["compute_threads"] + 64 <= 1024 and c["shared_bytes"] <= lim
+        # (at most 512: the band variants' __launch_bounds__, which the emulation cannot check)
+        assert c["threads"] == c["compute_threads"] + 64 <= 512 and c["shared_bytes"] <= lim
         assert c["taps_in_shared"]
     assert _simt.launch_config(100, 12, 32, 32, 3, 3, 4, lim, False, sm_count=132)["image"] == "shared"
     assert _simt.launch_config(1, 4, 256, 256, 3, 3, 4, lim, False)["image"] == "ring"

@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <type_traits>
 
 #include "../solve_plan.h"
@@ -103,6 +104,9 @@ PreparedSolve<scalar_t, acc_t> prepare_solve(const at::Tensor& y, const SolvePla
   const int64_t scratch = cuda_kernels::scratch_values(s.config, B, C, H, W, plan.kh);
   if (scratch > 0) {
     s.scratch = at::empty({scratch}, y.options().dtype(packed.scalar_type()));
+#if defined(INVCONV_SIMT_EMULATION)
+    s.scratch.fill_(std::numeric_limits<double>::quiet_NaN());  // a value read before written shows
+#endif
     p.scratch = s.scratch.template mutable_data_ptr<acc_t>();
   }
   if (const int64_t flags = cuda_kernels::progress_values(s.config, B)) {
@@ -142,6 +146,9 @@ void run_solve(const at::Tensor& y, const at::Tensor& weight, Order order, bool 
          dim3(d.launch.fold_threads), std::size_t{0}, w, d.params, d.linv.const_data_ptr<double>(),
          d.packed.mutable_data_ptr<acc_t>(), d.launch.packed_entries, s.params.progress,
          cuda_kernels::progress_values(s.config, y.size(0)));
+  TORCH_CHECK(s.config.threads <= cuda_kernels::solve_launch_bound(s.config.image, s.config.wide_index),
+              "invconv_core: internal error: ", s.config.threads, " threads past the solve kernel's "
+              "launch bound ", cuda_kernels::solve_launch_bound(s.config.image, s.config.wide_index));
   launch(cuda_kernels::solve_kernel<scalar_t, acc_t>(s.config),
          dim3(static_cast<unsigned>(s.config.blocks)), dim3(static_cast<unsigned>(s.config.threads)),
          s.config.shared_bytes, s.params);

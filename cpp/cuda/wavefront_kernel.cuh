@@ -91,6 +91,13 @@ INVCONV_HOST_DEVICE inline std::int64_t band_comm_threads(std::int64_t C, std::i
   return (imax(1, (halo_values + per_warp - 1) / per_warp) + 1) * kWarp;
 }
 
+// The __launch_bounds__ of a solve-kernel variant (the image's placement, the index width): the
+// most threads launch_config gives it; run_solve checks every launch against it, on the GPU and
+// under the emulation alike (which cannot see the bound itself).
+INVCONV_HOST_DEVICE constexpr int solve_launch_bound(int image, bool wide_index) {
+  return image == kImageBand ? kMaxThreadsBand : wide_index ? kMaxThreadsWide : kMaxThreads;
+}
+
 template <typename scalar_t, typename acc_t>
 struct SolveParams {
   const scalar_t* y;     // right-hand side, canonical (flipped) view `ys`
@@ -683,8 +690,7 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
 // (write_output).
 template <typename scalar_t, typename acc_t, bool kTapsShared, int kImage, typename index_t,
           typename Policy = ActivePolicy>
-__global__ void __launch_bounds__(kImage == kImageBand ? kMaxThreadsBand
-                                  : sizeof(index_t) == 8 ? kMaxThreadsWide : kMaxThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(solve_launch_bound(kImage, sizeof(index_t) == 8), kMinBlocksPerSM)
     wavefront_solve_kernel(const SolveParams<scalar_t, acc_t> p) {
   using I = typename Policy::template Offset<index_t>;
   using J = typename Policy::Counter;

@@ -185,6 +185,11 @@ static bool run_case(int n, std::mt19937& rng, Uniform& uniform, int* image, boo
   p.bands = cfg.bands; p.band_rows = cfg.band_rows; p.split = cfg.split;
   p.compute_threads = cfg.compute_threads;
   *image = cfg.image;
+  if (cfg.threads > ck::solve_launch_bound(cfg.image, cfg.wide_index)) {  // the GPU would refuse it
+    std::printf("case %d: %d threads past the kernel's launch bound %d\n", n, cfg.threads,
+                ck::solve_launch_bound(cfg.image, cfg.wide_index));
+    return false;
+  }
   const auto kernel = ck::solve_kernel<scalar_t, acc_t>(cfg);
   if (cfg.shared_bytes > ck::kDefaultSharedLimit)
     invconv_simt::func_set_max_dynamic_shared(kernel, cfg.shared_bytes);
