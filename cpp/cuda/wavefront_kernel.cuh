@@ -16,7 +16,9 @@
 // d = i + j is independent. One thread block solves whole images: it stages the taps (and the
 // image, while it fits) in shared memory and walks the H + W - 1 anti-diagonals with one
 // __syncthreads() each, its threads spread over the (pixel, channel group) pairs of the
-// diagonal, K = kChannelsPerThread channels a thread. One launch per solve; no host
+// diagonal, K = kChannelsPerThread channels a thread -- or, for batches that leave the device's
+// SMs idle, several blocks solve an image in bands of rows, handing their boundary rows on
+// through global memory (kImageBand, solve_band). One launch per solve; no host
 // synchronisation. Its machine code is profiled, without a GPU, by verification/sass_profile.py
 // (test_sass_profile.py: LDS/LDG only, 32-bit offsets and >= 30 % FMA in the dot product).
 #pragma once
