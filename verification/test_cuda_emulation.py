@@ -149,13 +149,13 @@ def test_emulated_launch_refused_where_cuda_would_refuse_it():
         emulated_inv_conv2d(y, w, "TL", threads=2048)
 
 
-def _launch(B, C, H, W, k, acc_size, limit, wide=False):
+def _launch(B, C, H, W, k, acc_size, limit, wide=False, sm_count=0):
     from invconv_core import _simt
-    return _simt.launch_config(B, C, H, W, k, k, acc_size, limit, wide)
+    return _simt.launch_config(B, C, H, W, k, k, acc_size, limit, wide, sm_count=sm_count)
 
 
 @pytest.mark.parametrize("shape, where", [
-    # issue 20's shapes: the 55 KB image of 12 x 32 x 32 (float32) and the 92 KB of C = 48 taps
+    # the CUDA targets' shapes: the 55 KB image of 12 x 32 x 32 (float32) and the 92 KB of C = 48 taps
     ((2, 12, 32, 32), "image"), ((2, 48, 8, 8), "taps")])
 def test_opted_in_shared_memory_keeps_the_issue_shapes_on_chip(shape, where):
     """Both sides of the 48 KiB default: below it the image (or the taps) lives in global
@@ -181,21 +181,20 @@ def test_batches_that_leave_the_device_idle_are_split_into_bands():
     kBandThreads threads plus its two comm warps, the band and its halo in the opted-in shared
     memory; a full batch, an unknown device (sm_count 0), the 64-bit path and a 1x1 kernel keep
     one block per image."""
-    from invconv_core import _simt
     lim = 227 * 1024
     for (B, C, H, W), rows in (((1, 4, 256, 256), 16), ((8, 12, 64, 64), 5)):
-        c = _simt.launch_config(B, C, H, W, 3, 3, 4, lim, False, sm_count=132)
+        c = _launch(B, C, H, W, 3, 4, lim, sm_count=132)
         assert c["image"] == "band" and c["split"] == 8 and c["band_rows"] == rows, c
         assert c["bands"] == -(-H // rows) and c["blocks"] == B * c["bands"] <= 132
         # (at most 512: the band variants' __launch_bounds__, which the emulation cannot check)
         assert c["threads"] == c["compute_threads"] + 64 <= 512 and c["shared_bytes"] <= lim
         assert c["taps_in_shared"]
-    assert _simt.launch_config(100, 12, 32, 32, 3, 3, 4, lim, False, sm_count=132)["image"] == "shared"
-    assert _simt.launch_config(1, 4, 256, 256, 3, 3, 4, lim, False)["image"] == "ring"
-    assert _simt.launch_config(1, 4, 256, 256, 3, 3, 4, lim, True, sm_count=132)["image"] == "ring"
-    assert _simt.launch_config(1, 4, 256, 256, 1, 1, 4, lim, False, sm_count=132)["image"] != "band"
+    assert _launch(100, 12, 32, 32, 3, 4, lim, sm_count=132)["image"] == "shared"
+    assert _launch(1, 4, 256, 256, 3, 4, lim)["image"] == "ring"
+    assert _launch(1, 4, 256, 256, 3, 4, lim, True, sm_count=132)["image"] == "ring"
+    assert _launch(1, 4, 256, 256, 1, 4, lim, sm_count=132)["image"] != "band"
     # a band too wide for the default 48 KiB: thinner bands, not none
-    c = _simt.launch_config(1, 4, 256, 256, 3, 3, 4, 48 * 1024, False, sm_count=132)
+    c = _launch(1, 4, 256, 256, 3, 4, 48 * 1024, sm_count=132)
     assert c["image"] == "band" and c["band_rows"] <= 16 and c["shared_bytes"] <= 48 * 1024
 
 
@@ -206,9 +205,7 @@ def test_a_small_batch_on_a_132_sm_device_is_solved_in_bands(dtype, transpose):
     3 bands of 16 rows -- against the compiled CPU core and the one-block-per-image kernel
     (a different order of summation: within rounding, not bit-identical). The flags the fold
     kernel zeroes start at -1 under the emulation (a reused GPU buffer's garbage)."""
-    from invconv_core import _simt
-    assert _simt.launch_config(1, 4, 40, 40, 3, 3, dtype.itemsize, 227 * 1024, False,
-                               sm_count=132)["bands"] == 3
+    assert _launch(1, 4, 40, 40, 3, dtype.itemsize, 227 * 1024, sm_count=132)["bands"] == 3
     w, y = operands(4, 3, 3, "BR", (1, 4, 40, 40), dtype, seed=11)
     got = emulated_inv_conv2d(y, w, "BR", transpose, sm_count=132, shared_limit=227 * 1024)
     one_block = emulated_inv_conv2d(y, w, "BR", transpose, shared_limit=227 * 1024)
@@ -279,7 +276,7 @@ def test_thread_sanitizer_catches_a_missing_barrier_in_the_emulated_kernel(tmp_p
 
 @needs_gxx
 def test_emulated_kernel_is_clean_under_address_and_undefined_sanitizers(tmp_path):
-    """Issue 30 item 1: what a GPU traps on and the emulation could not see. The driver's 200
+    """What a GPU traps on and the emulation once could not see. The driver's 200
     random cases (float64, float32 and a 2-byte type; taps and image in shared memory, a ring or
     global memory; 32- and 64-bit offsets; every order's flips and the adjoint's channel
     reversal) under AddressSanitizer + UndefinedBehaviorSanitizer, with dynamic shared memory
@@ -381,7 +378,7 @@ def _interblock(tmp_path, mode, *defines):
 
 @needs_gxx
 def test_blocks_run_concurrently_and_a_release_acquire_handoff_is_race_free(tmp_path):
-    """Issue 30 item 1: blocks ran one after another, so code whose blocks communicate could not
+    """Blocks once ran one after another, so code whose blocks communicate could not
     be judged. Now resident blocks run at once in a shuffled order, with the inter-block shims
     (DeviceAtomicRef: cuda::atomic_ref on the GPU, std::atomic_ref here): one block publishes a
     row with a release store of a flag, the next waits with acquire loads and reads it -- exact
@@ -449,7 +446,7 @@ def test_the_plan_kernels_write_every_packed_entry(C, dtype, transpose):
 @pytest.mark.parametrize("C", [1, 2, 3, 7, 13, 48, 90])
 @pytest.mark.parametrize("where", ["shared", "global"])
 def test_the_parallel_triangular_inverse_is_the_cpu_plans_to_the_bit(C, where):
-    """Issue 30 item 3: lower_inverse_kernel was one thread per column (a C²/2-long chain of
+    """lower_inverse_kernel was one thread per column (a C²/2-long chain of
     dependent float64 FMAs, ≈ 5 µs at C = 48 by the model); now every column at once in one
     block, 2C barriers deep. Each entry sees the CPU plan's operations in the same order, so
     L⁻¹ equals lower_inverse_column's (plan_math.h, what the CPU plan runs) to the bit -- with

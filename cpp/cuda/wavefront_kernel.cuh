@@ -598,24 +598,27 @@ __device__ __forceinline__ void solve_band(const SolveParams<scalar_t, acc_t>& p
     const I lane = static_cast<I>(tid) - static_cast<I>(compute);
     const I last_halo = i0 + d.W - 2;  // the halo's last diagonal: (i0 - 1, W - 1)
     int ready = 0;
-    acc_t held[kHaloPerLane];
+    acc_t held[kHaloPerLane] = {};  // (every entry read is loaded first: halo_offset decides both)
+    // this lane's m-th halo value on diagonal `diag`: (halo row rr, channel c) for entry
+    // e = lane + m * copiers; its offset, the same in the scratch and in the band's halo rows,
+    // or -1 where the entry or its column is off the halo
+    auto halo_offset = [&](int m, I diag) -> I {
+      const I e = lane + m * copiers, rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
+      return e < hh * d.C && jj >= 0 && jj < d.W ? (rr * d.W + jj) * d.C + c : I(-1);
+    };
     auto load_halo = [&](I diag) {
       while (ready <= diag) {
         ready = Policy::read_progress(above);
         if (ready <= diag) spin_pause();
       }
 #pragma unroll
-      for (int m = 0; m < kHaloPerLane; ++m) {
-        const I e = lane + m * copiers, rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
-        if (e < hh * d.C && jj >= 0 && jj < d.W) held[m] = halo_in[(rr * d.W + jj) * d.C + c];
-      }
+      for (int m = 0; m < kHaloPerLane; ++m)
+        if (const I o = halo_offset(m, diag); o >= 0) held[m] = halo_in[o];
     };
     auto store_halo = [&](I diag) {
 #pragma unroll
-      for (int m = 0; m < kHaloPerLane; ++m) {
-        const I e = lane + m * copiers, rr = e / d.C, c = e - rr * d.C, jj = diag - (i0 - hh + rr);
-        if (e < hh * d.C && jj >= 0 && jj < d.W) band[(rr * d.W + jj) * d.C + c] = held[m];
-      }
+      for (int m = 0; m < kHaloPerLane; ++m)
+        if (const I o = halo_offset(m, diag); o >= 0) band[o] = held[m];
     };
     if (copier) {  // the halo on the diagonals before the band's first, i0; then i0's, held
       for (I diag = i0 - hh > 0 ? i0 - hh : 0; diag < i0; ++diag) load_halo(diag), store_halo(diag);
