@@ -195,8 +195,7 @@ def test_bad_gzip_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("signame, status, says", [
     ("SIGINT", 130, "invconv-train: interrupted"),
-    # issue 22 item 12: what schedulers and a closed terminal send; before, the tool died with
-    # nothing on stderr
+    # what schedulers and a closed terminal send; the tool once died with nothing on stderr
     ("SIGTERM", 143, "invconv-train: interrupted by SIGTERM"),
     ("SIGHUP", 129, "invconv-train: interrupted by SIGHUP")])
 def test_interrupted_run_exits_with_its_status_and_resumes(tmp_path, signame, status, says):

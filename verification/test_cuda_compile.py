@@ -89,7 +89,7 @@ def test_compile_check_rejects_planted_defects(defect, tmp_path):
 
 
 def test_cuda_home_is_found_through_a_wrapper_nvcc(tmp_path):
-    """Issue 20: torch guesses CUDA_HOME = dirname(dirname(which nvcc)); with /usr/local/bin/nvcc
+    """Torch guesses CUDA_HOME = dirname(dirname(which nvcc)); with /usr/local/bin/nvcc
     a wrapper script (`exec /usr/local/cuda-13.0/bin/nvcc "$@"`) that is /usr/local and the link
     failed (cannot find -lcudart). build_flags.find_cuda_home follows the wrapper."""
     import build_flags
@@ -118,7 +118,7 @@ def test_cuda_home_is_found_through_a_wrapper_nvcc(tmp_path):
 
 
 def test_without_a_visible_gpu_the_build_chooses_torchs_architectures(tmp_path):
-    """Issue 29 item 15: a CUDA build where no GPU is visible (a container or wheel build)
+    """A CUDA build where no GPU is visible (a container or wheel build)
     crashed in torch's _get_cuda_arch_flags (IndexError) unless TORCH_CUDA_ARCH_LIST was set.
     Now the build chooses the installed torch's architectures that the toolkit's nvcc compiles,
     PTX for the newest, and says so; a set TORCH_CUDA_ARCH_LIST or a visible GPU is left alone.
@@ -152,7 +152,7 @@ def _compile_host(source, flags, tmp_path):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
 def test_werror_build_flags_fail_a_planted_warning(tmp_path):
-    """Issue 29 item 16: the host build is warning-free, and tox builds it with INVCONV_WERROR=1
+    """The host build is warning-free, and tox builds it with INVCONV_WERROR=1
     (build_flags.werror_flags) so that a new warning fails the install. The gate can fail: the
     planted -Wmaybe-uninitialized (the kind wavefront_kernels.h had: a value set only on one
     branch) is an error under those flags, and compiles without them."""
